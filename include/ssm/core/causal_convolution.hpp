@@ -1,0 +1,109 @@
+#pragma once
+/// \file causal_convolution.hpp
+/// Causal (linear, not circular) convolution of an L x H sequence with H kernels, by real FFTs.
+///
+///   y[t, h] = sum_{j = 0}^{t} k[j, h] u[t - j, h],   t = 0 .. L-1,
+///
+/// computed as irfft(rfft(u_pad) * rfft(k_pad)) / n with both zero-padded to a fast size
+/// n >= L + Lk - 1, so the circular wrap-around never reaches the first L outputs. A kernel's
+/// spectrum can be computed once (`KernelSpectrum`) and reused for every input of that length.
+/// Channels are spread across threads with OpenMP when it is enabled.
+
+#include "ssm/core/error.hpp"
+#include "ssm/core/fft.hpp"
+#include "ssm/core/types.hpp"
+
+#include <algorithm>
+
+namespace ssm {
+
+/// The spectra of H kernels, zero-padded for inputs of length `input_length`.
+/// `spectrum` is (n/2 + 1) x H, scaled by 1/n so that the convolution needs no further scaling.
+template <class T>
+struct KernelSpectrum {
+  Index input_length = 0;   ///< L: the input length these spectra serve.
+  Index kernel_length = 0;  ///< Lk: taps per kernel (taps beyond L are dropped: they never reach an output).
+  Index fft_size = 0;       ///< n: the padded transform size, >= L + Lk - 1.
+  MatrixXc<T> spectrum;     ///< (n/2 + 1) x H, rfft(k_pad) / n.
+
+  Index channels() const { return spectrum.cols(); }
+};
+
+/// Computes the padded spectra of the kernels `k` (Lk x H, one column per channel) for inputs of
+/// length L. Kernel taps at index >= L cannot affect an output of length L and are dropped.
+template <class T, class Derived>
+KernelSpectrum<T> make_kernel_spectrum(const Eigen::MatrixBase<Derived>& k, Index L) {
+  static_assert(is_supported_scalar_v<T>, "T must be float or double");
+  check(L >= 1, "make_kernel_spectrum", "L", ">= 1", ssm::detail::concat(L));
+  check(k.rows() >= 1 && k.cols() >= 1, "make_kernel_spectrum", "k", "a non-empty Lk x H matrix",
+        shape_string(k.rows(), k.cols()));
+  KernelSpectrum<T> out;
+  out.input_length = L;
+  out.kernel_length = std::min<Index>(k.rows(), L);
+  out.fft_size = fft::fast_size(L + out.kernel_length - 1);
+  const Index n = out.fft_size, bins = n / 2 + 1, H = k.cols();
+  out.spectrum.resize(bins, H);
+  const auto plan = fft::real_fft<T>(n);
+  const T scale = T(1) / static_cast<T>(n);
+#if defined(_OPENMP)
+#pragma omp parallel if (H > 1 && n * H > 16384)
+#endif
+  {
+    fft::Buffer<T> padded(n);
+    fft::Buffer<std::complex<T>> spectrum(bins);
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+    for (Index h = 0; h < H; ++h) {
+      for (Index j = 0; j < out.kernel_length; ++j) padded[j] = static_cast<T>(k(j, h));
+      std::fill(padded.data() + out.kernel_length, padded.data() + n, T(0));
+      plan->forward(padded, spectrum);
+      for (Index b = 0; b < bins; ++b) out.spectrum(b, h) = spectrum[b] * scale;
+    }
+  }
+  return out;
+}
+
+/// y = u * k (causal, per channel) using precomputed kernel spectra. u is L x H with L equal to
+/// `spectrum.input_length` and H equal to its channel count; returns L x H.
+template <class T, class Derived>
+Sequence<T> causal_convolution(const Eigen::MatrixBase<Derived>& u, const KernelSpectrum<T>& spectrum) {
+  static_assert(std::is_same_v<typename Derived::Scalar, T>, "u must hold the kernel's scalar type");
+  check_shape(u, spectrum.input_length, spectrum.channels(), "causal_convolution", "u", "L x H of the kernel spectrum");
+  const Index L = u.rows(), H = u.cols(), n = spectrum.fft_size, bins = n / 2 + 1;
+  Sequence<T> y(L, H);
+  const auto plan = fft::real_fft<T>(n);
+#if defined(_OPENMP)
+#pragma omp parallel if (H > 1 && n * H > 16384)
+#endif
+  {
+    fft::Buffer<T> padded(n);
+    fft::Buffer<std::complex<T>> work(bins);
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+    for (Index h = 0; h < H; ++h) {
+      for (Index t = 0; t < L; ++t) padded[t] = u(t, h);
+      std::fill(padded.data() + L, padded.data() + n, T(0));
+      plan->forward(padded, work);
+      const std::complex<T>* ks = spectrum.spectrum.col(h).data();
+      for (Index b = 0; b < bins; ++b) work[b] *= ks[b];
+      plan->inverse(work, padded);
+      for (Index t = 0; t < L; ++t) y(t, h) = padded[t];
+    }
+  }
+  return y;
+}
+
+/// y = u * k (causal, per channel): u is L x H, k is Lk x H (any Lk >= 1); returns L x H.
+template <class Derived, class KernelDerived>
+Sequence<typename Derived::Scalar> causal_convolution(const Eigen::MatrixBase<Derived>& u,
+                                                      const Eigen::MatrixBase<KernelDerived>& k) {
+  using T = typename Derived::Scalar;
+  check(k.cols() == u.cols(), "causal_convolution", "k", ssm::detail::concat("one column per channel of u (", u.cols(), ")"),
+        ssm::detail::concat(k.cols(), " columns"));
+  check(u.rows() >= 1, "causal_convolution", "u", "L >= 1 rows", shape_string(u.rows(), u.cols()));
+  return causal_convolution(u, make_kernel_spectrum<T>(k, u.rows()));
+}
+
+}  // namespace ssm
