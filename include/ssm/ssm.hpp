@@ -7,3 +7,4 @@
 #include "ssm/core/fft.hpp"
 #include "ssm/core/causal_convolution.hpp"
 #include "ssm/io/npy.hpp"
+#include "ssm/io/safetensors.hpp"
