@@ -1,0 +1,339 @@
+// The selective scan: the five golden cases of the reference selective_scan_ref, a direct long-double
+// recurrence for every option and unusual state sizes, chunked runs, float against double, bad input.
+#include "test_support.hpp"
+
+#include "ssm/layers/selective_scan.hpp"
+
+#include <fstream>
+
+namespace ssm::test {
+namespace {
+
+template <class T>
+class SelectiveScanTest : public ::testing::Test {};
+TYPED_TEST_SUITE(SelectiveScanTest, Scalars);
+
+/// Channel-major golden arrays in the library's layout.
+template <class E>
+MatrixX<E> per_step_from_golden(const io::NpyArray& a, Index b) {  // (batch, N, L) -> L x N
+  return batch_slab<E>(a, b).transpose();
+}
+
+template <class E>
+MatrixX<E> grouped_from_golden(const io::NpyArray& a, Index b) {  // (batch, G, N, L) -> L x (G N)
+  const Index G = a.shape[1], N = a.shape[2], L = a.shape[3];
+  const auto flat = a.values<E>();
+  MatrixX<E> m(L, G * N);
+  for (Index g = 0; g < G; ++g)
+    for (Index n = 0; n < N; ++n)
+      for (Index t = 0; t < L; ++t) m(t, g * N + n) = flat[std::size_t(((b * G + g) * N + n) * L + t)];
+  return m;
+}
+
+template <class T>
+MatrixXc<T> interleaved_complex_from_golden(const io::NpyArray& a, Index b) {  // (batch, N, 2L) (re, im) -> L x N
+  const Index N = a.shape[1], L = a.shape[2] / 2;
+  const auto flat = a.values<T>();
+  MatrixXc<T> m(L, N);
+  for (Index n = 0; n < N; ++n)
+    for (Index t = 0; t < L; ++t) {
+      const std::size_t base = std::size_t((b * N + n) * 2 * L + 2 * t);
+      m(t, n) = std::complex<T>(flat[base], flat[base + 1]);
+    }
+  return m;
+}
+
+bool has_array(const std::string& name, const std::string& array) {
+  return std::ifstream(data_path(name + "/" + array + ".npy")).good();
+}
+
+bool case_softplus(const std::string& name) {
+  std::ifstream in(data_path(name + "/case.json"));
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return text.find("\"delta_softplus\": true") != std::string::npos;
+}
+
+/// Runs one golden case for every batch entry and compares out and last_state to 1e-5 relative.
+template <class T, class E>
+void check_golden_case(const std::string& name) {
+  const auto u = golden(name, "u"), delta = golden(name, "delta"), Bg = golden(name, "B"), Cg = golden(name, "C");
+  const MatrixX<E> A = golden(name, "A").matrix<E>();
+  const Index batch = u.shape[0];
+  const Index D = A.rows();
+  for (Index b = 0; b < batch; ++b) {
+    auto scan_matrix = [&](const io::NpyArray& g) {
+      if (g.shape.size() == 2) return ScanMatrix<E>::constant(g.matrix<E>());
+      if (g.shape.size() == 4) return ScanMatrix<E>::grouped(grouped_from_golden<E>(g, b), g.shape[1]);
+      if constexpr (std::is_same_v<E, T>) {
+        return ScanMatrix<E>::per_step(per_step_from_golden<E>(g, b));
+      } else {
+        return ScanMatrix<E>::per_step(interleaved_complex_from_golden<T>(g, b));
+      }
+    };
+    SelectiveScanOptions<T, E> opt;
+    if (has_array(name, "D")) opt.D = golden(name, "D").matrix<T>();
+    if (has_array(name, "z")) opt.z = batch_as_LxH<T>(golden(name, "z"), b);
+    if (has_array(name, "delta_bias")) opt.delta_bias = golden(name, "delta_bias").matrix<T>();
+    opt.delta_softplus = case_softplus(name);
+    const auto r = selective_scan(batch_as_LxH<T>(u, b), batch_as_LxH<T>(delta, b), A, scan_matrix(Bg),
+                                  scan_matrix(Cg), opt);
+    SSM_EXPECT_NEAR_REL(r.out, batch_as_LxH<T>(golden(name, "out"), b), 1e-5) << name << " batch " << b;
+    ASSERT_EQ(r.last_state.rows(), D);
+    SSM_EXPECT_NEAR_REL(r.last_state, batch_slab<E>(golden(name, "last_state"), b), 1e-5) << name << " batch " << b;
+  }
+}
+
+TYPED_TEST(SelectiveScanTest, GoldenRealConstantBC) {
+  check_golden_case<TypeParam, TypeParam>("selective_scan_real_const_BC");
+}
+TYPED_TEST(SelectiveScanTest, GoldenRealPerStepBC) {
+  check_golden_case<TypeParam, TypeParam>("selective_scan_real_var_BC");
+}
+TYPED_TEST(SelectiveScanTest, GoldenRealPerStepBCGated) {
+  check_golden_case<TypeParam, TypeParam>("selective_scan_real_var_BC_gated");
+}
+TYPED_TEST(SelectiveScanTest, GoldenRealGroupedBC) {
+  check_golden_case<TypeParam, TypeParam>("selective_scan_real_grouped_BC");
+}
+TYPED_TEST(SelectiveScanTest, GoldenComplexPerStepBC) {
+  check_golden_case<TypeParam, std::complex<TypeParam>>("selective_scan_complex_var_BC");
+}
+
+using LD = long double;
+using CLD = std::complex<long double>;
+
+/// The recurrence written out directly, in long double, one channel and one step at a time.
+template <class T, class E>
+MatrixX<LD> direct_scan(const MatrixX<T>& u, const MatrixX<T>& delta, const MatrixX<E>& A, const ScanMatrix<E>& B,
+                        const ScanMatrix<E>& C, const SelectiveScanOptions<T, E>& opt,
+                        Eigen::Matrix<CLD, Eigen::Dynamic, Eigen::Dynamic>& state) {
+  const Index L = u.rows(), D = u.cols(), N = A.cols();
+  auto coef = [&](const ScanMatrix<E>& m, Index d, Index t, Index n) -> CLD {
+    const Index g = m.kind == ScanMatrix<E>::Kind::grouped ? d / (D / m.groups) : 0;
+    const E v = m.kind == ScanMatrix<E>::Kind::constant ? m.values(d, n) : m.values(t, g * N + n);
+    return CLD(std::complex<T>(v));
+  };
+  constexpr bool cplx = !std::is_same_v<E, T>;
+  state.resize(D, N);
+  for (Index d = 0; d < D; ++d)
+    for (Index n = 0; n < N; ++n)
+      state(d, n) = opt.initial_state.size() ? CLD(std::complex<T>(opt.initial_state(d, n))) : CLD(0);
+  MatrixX<LD> out(L, D);
+  for (Index d = 0; d < D; ++d) {
+    for (Index t = 0; t < L; ++t) {
+      LD dt = LD(delta(t, d)) + (opt.delta_bias.size() ? LD(opt.delta_bias[d]) : 0);
+      if (opt.delta_softplus) dt = dt > 20 ? dt : std::log1p(std::exp(dt));
+      CLD y = 0;
+      for (Index n = 0; n < N; ++n) {
+        const CLD a(std::complex<T>(A(d, n)));
+        state(d, n) = std::exp(dt * a) * state(d, n) + dt * LD(u(t, d)) * coef(B, d, t, n);
+        y += coef(C, d, t, n) * state(d, n);
+      }
+      LD o = cplx ? 2 * y.real() : y.real();
+      if (opt.D.size()) o += LD(opt.D[d]) * LD(u(t, d));
+      if (opt.z.size()) {
+        const LD z = opt.z(t, d);
+        o *= z / (1 + std::exp(-z));
+      }
+      out(t, d) = o;
+    }
+  }
+  return out;
+}
+
+template <class E>
+MatrixX<E> random_coef(Index rows, Index cols, std::mt19937_64& gen) {
+  if constexpr (Eigen::NumTraits<E>::IsComplex) {
+    return random_complex<typename E::value_type>(rows, cols, gen);
+  } else {
+    return random_normal<E>(rows, cols, gen);
+  }
+}
+
+/// A stable A: negative real parts (and arbitrary imaginary parts when complex).
+template <class E>
+MatrixX<E> random_stable_A(Index D, Index N, std::mt19937_64& gen) {
+  MatrixX<E> A = random_coef<E>(D, N, gen);
+  for (Index i = 0; i < A.size(); ++i) {
+    if constexpr (Eigen::NumTraits<E>::IsComplex) {
+      A(i) = E(-std::abs(A(i).real()) - 0.1f, A(i).imag() * 3);
+    } else {
+      A(i) = -std::abs(A(i)) - E(0.1);
+    }
+  }
+  return A;
+}
+
+/// Every option at once, for several state sizes (including ones with no unrolled kernel) and
+/// lengths that cross the kernel's internal step blocks, against the direct recurrence.
+template <class T, class E>
+void check_against_direct(Index N, Index L, Index D, int variant, std::uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  const MatrixX<T> u = random_normal<T>(L, D, gen);
+  const MatrixX<T> delta = random_normal<T>(L, D, gen);
+  const MatrixX<E> A = random_stable_A<E>(D, N, gen);
+  auto make = [&]() {
+    switch (variant) {
+      case 0: return ScanMatrix<E>::constant(random_coef<E>(D, N, gen));
+      case 1: return ScanMatrix<E>::per_step(random_coef<E>(L, N, gen));
+      default: return ScanMatrix<E>::grouped(random_coef<E>(L, 2 * N, gen), 2);
+    }
+  };
+  const auto B = make(), C = make();
+  SelectiveScanOptions<T, E> opt;
+  opt.D = random_normal<T>(D, 1, gen);
+  opt.z = random_normal<T>(L, D, gen);
+  opt.delta_bias = random_normal<T>(D, 1, gen);
+  opt.delta_bias[0] = T(25);  // softplus threshold branch
+  opt.delta_softplus = variant != 1;
+  if (variant == 1) {  // without softplus delta must stay positive to be meaningful
+    MatrixX<T> pos = delta.cwiseAbs();
+    opt.delta_bias = opt.delta_bias.cwiseAbs();
+    opt.initial_state = random_coef<E>(D, N, gen);
+    Eigen::Matrix<CLD, Eigen::Dynamic, Eigen::Dynamic> state;
+    const MatrixX<LD> expected = direct_scan<T, E>(u, pos, A, B, C, opt, state);
+    const auto r = selective_scan(u, pos, A, B, C, opt);
+    SSM_EXPECT_NEAR_REL(r.out, expected.cast<T>(), 50 * scalar_traits<T>::tolerance) << "N=" << N << " L=" << L;
+    SSM_EXPECT_NEAR_REL(r.last_state, state.cast<std::complex<T>>().eval(), 50 * scalar_traits<T>::tolerance);
+    return;
+  }
+  opt.initial_state = random_coef<E>(D, N, gen);
+  Eigen::Matrix<CLD, Eigen::Dynamic, Eigen::Dynamic> state;
+  const MatrixX<LD> expected = direct_scan<T, E>(u, delta, A, B, C, opt, state);
+  const auto r = selective_scan(u, delta, A, B, C, opt);
+  SSM_EXPECT_NEAR_REL(r.out, expected.cast<T>(), 50 * scalar_traits<T>::tolerance) << "N=" << N << " L=" << L;
+  MatrixX<std::complex<T>> last = r.last_state.template cast<std::complex<T>>();
+  SSM_EXPECT_NEAR_REL(last, state.cast<std::complex<T>>().eval(), 50 * scalar_traits<T>::tolerance);
+}
+
+TYPED_TEST(SelectiveScanTest, RealMatchesDirectRecurrence) {
+  using T = TypeParam;
+  std::uint64_t seed = 1;
+  for (Index N : {1, 3, 4, 16, 33})
+    for (int variant : {0, 1, 2}) check_against_direct<T, T>(N, N == 1 ? 2100 : 150, 4, variant, seed++);
+}
+
+TYPED_TEST(SelectiveScanTest, ComplexMatchesDirectRecurrence) {
+  using T = TypeParam;
+  std::uint64_t seed = 100;
+  for (Index N : {1, 2, 8, 5})
+    for (int variant : {0, 1, 2}) check_against_direct<T, std::complex<T>>(N, 130, 4, variant, seed++);
+}
+
+/// Two chunks, the second started from the first's final state, give the one-pass result.
+template <class T, class E>
+void check_chunked(std::uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  const Index L = 97, D = 6, N = 16, L1 = 40;
+  const MatrixX<T> u = random_normal<T>(L, D, gen), delta = random_normal<T>(L, D, gen), z = random_normal<T>(L, D, gen);
+  const MatrixX<E> A = random_stable_A<E>(D, N, gen);
+  const MatrixX<E> B = random_coef<E>(L, N, gen), C = random_coef<E>(L, N, gen);
+  SelectiveScanOptions<T, E> opt;
+  opt.D = random_normal<T>(D, 1, gen);
+  opt.delta_softplus = true;
+  opt.z = z;
+  const auto whole = selective_scan(u, delta, A, ScanMatrix<E>::per_step(B), ScanMatrix<E>::per_step(C), opt);
+  opt.z = z.topRows(L1);
+  const auto first = selective_scan(u.topRows(L1), delta.topRows(L1), A, ScanMatrix<E>::per_step(B.topRows(L1)),
+                                    ScanMatrix<E>::per_step(C.topRows(L1)), opt);
+  opt.z = z.bottomRows(L - L1);
+  opt.initial_state = first.last_state;
+  const auto second =
+      selective_scan(u.bottomRows(L - L1), delta.bottomRows(L - L1), A, ScanMatrix<E>::per_step(B.bottomRows(L - L1)),
+                     ScanMatrix<E>::per_step(C.bottomRows(L - L1)), opt);
+  MatrixX<T> joined(L, D);
+  joined << first.out, second.out;
+  // Identical arithmetic except that exp may take its scalar or its vector path at a block edge.
+  SSM_EXPECT_NEAR_REL(joined, whole.out, 8 * double(scalar_traits<T>::epsilon));
+  SSM_EXPECT_NEAR_REL(second.last_state, whole.last_state, 8 * double(scalar_traits<T>::epsilon));
+}
+
+TYPED_TEST(SelectiveScanTest, ChunkedRunContinuesExactly) {
+  check_chunked<TypeParam, TypeParam>(5);
+  check_chunked<TypeParam, std::complex<TypeParam>>(6);
+}
+
+TEST(SelectiveScan, FloatAgreesWithDouble) {
+  // Float follows double to a few float roundings per step; the state forgets old roundings at the
+  // rate exp(delta A), so the error does not grow with L. Documented bound: 2e-5 of max |out|.
+  std::mt19937_64 gen(77);
+  const Index L = 1000, D = 8, N = 16;
+  const MatrixX<double> u = random_normal<double>(L, D, gen), delta = random_normal<double>(L, D, gen);
+  const MatrixX<double> A = random_stable_A<double>(D, N, gen);
+  const MatrixX<double> B = random_normal<double>(L, N, gen), C = random_normal<double>(L, N, gen);
+  SelectiveScanOptions<double> od;
+  od.D = random_normal<double>(D, 1, gen);
+  od.z = random_normal<double>(L, D, gen);
+  od.delta_softplus = true;
+  const auto rd = selective_scan(u, delta, A, ScanMatrix<double>::per_step(B), ScanMatrix<double>::per_step(C), od);
+  SelectiveScanOptions<float> of{od.D.cast<float>(), od.z.cast<float>(), {}, true, {}};
+  const auto rf = selective_scan(u.cast<float>(), delta.cast<float>(), MatrixX<float>(A.cast<float>()),
+                                 ScanMatrix<float>::per_step(B.cast<float>()),
+                                 ScanMatrix<float>::per_step(C.cast<float>()), of);
+  SSM_EXPECT_NEAR_REL(rf.out.cast<double>(), rd.out, scalar_traits<float>::tolerance);
+  SSM_EXPECT_NEAR_REL(rf.last_state.cast<double>(), rd.last_state, scalar_traits<float>::tolerance);
+}
+
+TEST(SelectiveScan, SoftplusAndSiluFollowPyTorch) {
+  EXPECT_EQ(softplus(25.0f), 25.0f);
+  EXPECT_EQ(softplus(20.5), 20.5);
+  EXPECT_NEAR(softplus(20.0), std::log1p(std::exp(20.0)), 1e-15);
+  EXPECT_NEAR(softplus(0.0), std::log(2.0), 1e-15);
+  EXPECT_NEAR(softplus(-30.0), std::exp(-30.0), 1e-25);
+  EXPECT_NEAR(silu(1.5), 1.5 / (1 + std::exp(-1.5)), 1e-15);
+  EXPECT_EQ(silu(0.0f), 0.0f);
+}
+
+TEST(SelectiveScan, EmptySequenceReturnsTheInitialState) {
+  std::mt19937_64 gen(3);
+  const MatrixX<double> A = random_stable_A<double>(3, 4, gen);
+  SelectiveScanOptions<double> opt;
+  opt.initial_state = random_normal<double>(3, 4, gen);
+  const auto r = selective_scan(MatrixX<double>(0, 3), MatrixX<double>(0, 3), A,
+                                ScanMatrix<double>::constant(MatrixX<double>::Ones(3, 4)),
+                                ScanMatrix<double>::per_step(MatrixX<double>(0, 4)), opt);
+  EXPECT_EQ(r.out.rows(), 0);
+  EXPECT_EQ(r.last_state, opt.initial_state);
+}
+
+/// Expects ssm::error whose message contains every fragment.
+template <class F>
+void expect_error(F&& f, std::initializer_list<const char*> fragments) {
+  try {
+    f();
+    ADD_FAILURE() << "no exception";
+  } catch (const ssm::error& e) {
+    const std::string msg = e.what();
+    for (const char* frag : fragments) EXPECT_NE(msg.find(frag), std::string::npos) << msg << " lacks " << frag;
+  }
+}
+
+TYPED_TEST(SelectiveScanTest, BadInputsAreRejected) {
+  using T = TypeParam;
+  const Index L = 5, D = 4, N = 3;
+  const MatrixX<T> u = MatrixX<T>::Ones(L, D), A = -MatrixX<T>::Ones(D, N);
+  const auto B = ScanMatrix<T>::per_step(MatrixX<T>::Ones(L, N));
+  expect_error([&] { selective_scan(u, MatrixX<T>::Ones(L, D + 1), A, B, B); }, {"delta", "5 x 4", "5 x 5"});
+  expect_error([&] { selective_scan(u, u, MatrixX<T>(-MatrixX<T>::Ones(D + 1, N)), B, B); }, {"A", "5 x 3"});
+  expect_error([&] { selective_scan(u, u, A, ScanMatrix<T>::per_step(MatrixX<T>::Ones(L + 1, N)), B); },
+               {"B", "5 x 3", "6 x 3"});
+  expect_error([&] { selective_scan(u, u, A, B, ScanMatrix<T>::constant(MatrixX<T>::Ones(L, N))); },
+               {"C", "4 x 3", "D x N"});
+  expect_error([&] { selective_scan(u, u, A, ScanMatrix<T>::grouped(MatrixX<T>::Ones(L, 3 * N), 3), B); },
+               {"B", "dividing D = 4", "G = 3"});
+  SelectiveScanOptions<T> opt;
+  opt.D = VectorX<T>::Ones(D + 2);
+  expect_error([&] { selective_scan(u, u, A, B, B, opt); }, {"options.D", "6"});
+  opt = {};
+  opt.z = MatrixX<T>::Ones(L - 1, D);
+  expect_error([&] { selective_scan(u, u, A, B, B, opt); }, {"options.z", "4 x 4"});
+  opt = {};
+  opt.initial_state = MatrixX<T>::Ones(N, D);
+  expect_error([&] { selective_scan(u, u, A, B, B, opt); }, {"options.initial_state", "3 x 4"});
+  opt = {};
+  opt.delta_bias = VectorX<T>::Ones(1);
+  expect_error([&] { selective_scan(u, u, A, B, B, opt); }, {"options.delta_bias"});
+}
+
+}  // namespace
+}  // namespace ssm::test
