@@ -3,7 +3,7 @@
 # not already there. Safe to run again: it installs only what is missing.
 set -euo pipefail
 
-packages=(g++ cmake ninja-build pkg-config libeigen3-dev libfftw3-dev nlohmann-json3-dev
+packages=(g++ cmake ninja-build pkg-config python3 libeigen3-dev libfftw3-dev nlohmann-json3-dev
           libgtest-dev libbenchmark-dev)
 if [[ "${SSM_WITH_FUZZ:-0}" == "1" ]]; then
   packages+=(clang libclang-rt-dev)
