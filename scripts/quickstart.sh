@@ -7,9 +7,5 @@ cd "$(dirname "$0")/.."
 cmake --preset release
 cmake --build --preset release
 echo
-echo "=== flagship example: build/release/examples/hippo_memory ==="
-if [[ -x build/release/examples/hippo_memory ]]; then
-  ./build/release/examples/hippo_memory
-else
-  ./build/release/examples/convolution_demo
-fi
+echo "=== flagship example: HiPPO-LegS online memory (build/release/examples/hippo_memory) ==="
+./build/release/examples/hippo_memory 64 4000 build/release/hippo_memory.svg
