@@ -8,7 +8,7 @@ run() { echo "--- $*"; "$@"; }
 out=build/release/example_output
 mkdir -p "$out"
 if ((small)); then
-  run "$bin/hippo_memory" 16 500 "$out/hippo_memory.svg"
+  run "$bin/hippo_memory" 64 1000 "$out/hippo_memory.svg"
   run "$bin/convolution_demo" 4096 2
 else
   run "$bin/hippo_memory" 64 4000 "$out/hippo_memory.svg"
