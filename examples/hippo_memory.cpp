@@ -75,10 +75,12 @@ int main(int argc, char** argv) {
   svg::Panel overview{"HiPPO-LegS: the signal and its reconstruction from the N = " + std::to_string(N) + " state numbers",
                       "time (fraction of the signal)", "", {}};
   overview.series.push_back({"signal", xs, fs, "#222", 2.5, false});
+  svg::Panel errors{"Reconstruction error: what the state forgot (each curve covers [0, t])", "time (fraction of the signal)",
+                    "", {}};
   int worst_ok = 1;
   for (std::size_t s = 0; s < snapshots.size(); ++s) {
     const long t = moments[s];
-    std::vector<double> rx, ry;
+    std::vector<double> rx, ry, ey;
     double sq = 0, worst = 0;
     for (long k = 1; k <= t; ++k) {
       const double y = 2.0 * (double(k) - 0.5) / double(t) - 1.0;  // position of sample k in [0, t], mapped to [-1, 1]
@@ -86,15 +88,19 @@ int main(int argc, char** argv) {
       rx.push_back(xs[std::size_t(k - 1)]);
       ry.push_back(r);
       const double e = r - fs[std::size_t(k - 1)];
+      ey.push_back(e);
       sq += e * e;
       worst = std::max(worst, std::abs(e));
     }
     const double rms = std::sqrt(sq / double(t));
     std::printf("  %-10.2f %-14ld %-16.4g %.4g\n", double(t) / double(L), t, rms, worst);
     if (!(rms < 0.1)) worst_ok = 0;
-    overview.series.push_back({"from c(" + svg::number(double(t) / double(L)) + ")", rx, ry, svg::palette(s + 1), 1.4, true});
+    const std::string label = "from c(" + svg::number(double(t) / double(L)) + ")";
+    overview.series.push_back({label, rx, ry, svg::palette(s + 1), 1.4, true});
+    errors.series.push_back({label, rx, ey, svg::palette(s + 1), 1.2, false});
   }
   panels.push_back(overview);
+  panels.push_back(errors);
   svg::write(out_path, panels);
   std::printf("  wrote %s\n", out_path.c_str());
   return worst_ok ? 0 : 1;
