@@ -211,6 +211,12 @@ TYPED_TEST(SelectiveScanTest, RealMatchesDirectRecurrence) {
   std::uint64_t seed = 1;
   for (Index N : {1, 3, 4, 16, 33})
     for (int variant : {0, 1, 2}) check_against_direct<T, T>(N, N == 1 ? 2100 : 150, 4, variant, seed++);
+  // Several lane groups, the last one partial; groups of B and C that fill whole lane groups (D / G =
+  // 16) and ones that do not; and a state larger than the kernel's state chunk.
+  for (int variant : {0, 1, 2}) check_against_direct<T, T>(16, 70, 38, variant, seed++);
+  check_against_direct<T, T>(5, 40, 32, 2, seed++);
+  check_against_direct<T, T>(70, 20, 9, 1, seed++);
+  check_against_direct<T, T>(130, 20, 4, 2, seed++);
 }
 
 TYPED_TEST(SelectiveScanTest, ComplexMatchesDirectRecurrence) {

@@ -41,6 +41,9 @@
 #include <algorithm>
 #include <cmath>
 #include <complex>
+#include <cstdint>
+#include <cstring>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -103,26 +106,6 @@ struct SelectiveScanResult {
 
 namespace detail {
 
-/// One channel of a real selective scan, as raw pointers: what the kernel needs and nothing more.
-/// B_t = B + t * B_stride (stride 0 for a constant B), likewise C.
-template <class Scalar>
-struct RealScanChannel {
-  Index L = 0, N = 0;
-  const Scalar* u = nullptr;      ///< L, contiguous.
-  const Scalar* delta = nullptr;  ///< L, contiguous, before bias and softplus.
-  Scalar delta_bias = 0;
-  bool softplus = false;
-  const Scalar* A = nullptr;  ///< N.
-  const Scalar* B = nullptr;
-  Index B_stride = 0;
-  const Scalar* C = nullptr;
-  Index C_stride = 0;
-  Scalar D = 0;
-  const Scalar* z = nullptr;  ///< L or nullptr.
-  Scalar* x = nullptr;        ///< N, the state: read as x_0, written as x_L.
-  Scalar* out = nullptr;      ///< L.
-};
-
 /// One channel of a complex selective scan: A, B, C and the state split in real and imaginary parts.
 template <class Scalar>
 struct ComplexScanChannel {
@@ -150,47 +133,359 @@ struct ComplexScanChannel {
 /// nothing. A block of max(1, kScanBuffer / N) steps is discretised at a time.
 inline constexpr Index kScanBuffer = 2048;
 
+#if defined(__GNUC__) || defined(__clang__)
+#define SSM_SCAN_INLINE inline __attribute__((always_inline))
+#define SSM_RESTRICT __restrict__
+#else
+#define SSM_SCAN_INLINE inline
+#define SSM_RESTRICT
+#endif
+
+/// Bits of a float or double as the same-sized integer, and back (memcpy: no aliasing questions,
+/// and the compiler turns it into a register move that vectorises).
 template <class Scalar>
-inline Scalar scan_delta(Scalar raw, Scalar bias, bool use_softplus) {
-  const Scalar v = raw + bias;
-  return use_softplus ? softplus(v) : v;
+using bits_t = std::conditional_t<std::is_same_v<Scalar, float>, std::int32_t, std::int64_t>;
+
+template <class Scalar>
+SSM_SCAN_INLINE bits_t<Scalar> to_bits(Scalar v) {
+  bits_t<Scalar> b;
+  std::memcpy(&b, &v, sizeof b);
+  return b;
 }
 
 template <class Scalar>
-inline Scalar scan_output(Scalar y, Scalar u, Scalar D, const Scalar* z, Index t) {
-  y += D * u;
-  return z ? y * silu(z[t]) : y;
+SSM_SCAN_INLINE Scalar from_bits(bits_t<Scalar> b) {
+  Scalar v;
+  std::memcpy(&v, &b, sizeof v);
+  return v;
 }
 
-/// The real kernel for a compile-time state size NF (or Eigen::Dynamic).
-template <int NF, class Scalar>
-void scan_channel_real(const RealScanChannel<Scalar>& c, Scalar* dA_buf, Scalar* dt_buf, Index block) {
-  using Arr = Eigen::Array<Scalar, NF, 1>;
-  using Mat = Eigen::Array<Scalar, NF, Eigen::Dynamic>;
-  const Index N = c.N;
-  const Eigen::Map<const Arr> A(c.A, N);
-  Eigen::Map<Arr> state(c.x, N);
-  Arr x = state;
-  for (Index t0 = 0; t0 < c.L; t0 += block) {
-    const Index T = std::min(block, c.L - t0);
-    Eigen::Map<Mat> dA(dA_buf, N, T);
-    for (Index t = 0; t < T; ++t) {
-      dt_buf[t] = scan_delta(c.delta[t0 + t], c.delta_bias, c.softplus);
-      dA.col(t) = A * dt_buf[t];
+/// exp(v), branch-free so that loops of it vectorise with whatever instruction set the enclosing
+/// function is compiled for (the scan's cost is one exp per channel x state x step).
+/// v = n ln 2 + r with |r| <= ln 2 / 2 (n by the round-to-nearest "magic number" addition, which
+/// also leaves n in the low bits); exp(r) by the Cephes polynomial (float, degree 7, ~1 ulp) or by
+/// its Taylor series to degree 13 (double, < 1 ulp of truncation); 2^n added to the exponent bits.
+/// Overflow gives +inf, underflow below the smallest normal gives 0, NaN stays NaN.
+template <class Scalar>
+SSM_SCAN_INLINE Scalar fast_exp(Scalar v) {
+  using I = bits_t<Scalar>;
+  constexpr bool single = std::is_same_v<Scalar, float>;
+  constexpr Scalar hi = single ? Scalar(88.37626) : Scalar(709.43);
+  constexpr Scalar lo = single ? Scalar(-87.33654) : Scalar(-708.39);
+  constexpr Scalar magic = single ? Scalar(12582912.0) : Scalar(6755399441055744.0);  // 1.5 * 2^mantissa bits
+  constexpr Scalar log2e = Scalar(1.44269504088896340736);
+  constexpr Scalar ln2_hi = single ? Scalar(0.693359375) : Scalar(6.93145751953125E-1);
+  constexpr Scalar ln2_lo = single ? Scalar(-2.12194440e-4) : Scalar(1.42860682030941723212E-6);
+  constexpr int mant = single ? 23 : 52;
+  const Scalar c = v > hi ? hi : (v < lo ? lo : v);
+  const Scalar t = c * log2e + magic;
+  const Scalar n = t - magic;
+  const I ni = to_bits(t) - to_bits(magic);
+  const Scalar r = (c - n * ln2_hi) - n * ln2_lo;
+  Scalar p;
+  if constexpr (single) {
+    const Scalar z = r * r;
+    p = ((((((Scalar(1.9875691500E-4) * r + Scalar(1.3981999507E-3)) * r + Scalar(8.3334519073E-3)) * r +
+            Scalar(4.1665795894E-2)) * r + Scalar(1.6666665459E-1)) * r + Scalar(5.0000001201E-1)) * z + r) + Scalar(1);
+  } else {
+    p = Scalar(1.0 / 6227020800.0);  // 1/13!
+    p = p * r + Scalar(1.0 / 479001600.0);
+    p = p * r + Scalar(1.0 / 39916800.0);
+    p = p * r + Scalar(1.0 / 3628800.0);
+    p = p * r + Scalar(1.0 / 362880.0);
+    p = p * r + Scalar(1.0 / 40320.0);
+    p = p * r + Scalar(1.0 / 5040.0);
+    p = p * r + Scalar(1.0 / 720.0);
+    p = p * r + Scalar(1.0 / 120.0);
+    p = p * r + Scalar(1.0 / 24.0);
+    p = p * r + Scalar(1.0 / 6.0);
+    p = p * r + Scalar(0.5);
+    p = (p * r) * r + r + Scalar(1);
+  }
+  Scalar e = from_bits<Scalar>(to_bits(p) + (ni << mant));
+  e = v > hi ? std::numeric_limits<Scalar>::infinity() : e;
+  e = v < lo ? Scalar(0) : e;
+  return v != v ? v : e;
+}
+
+/// log1p(e) for e >= 0 (float): log(u) - ((u - 1) - e) / u with u = 1 + e, which corrects the
+/// rounding of 1 + e; log(u) by the exponent and the Cephes polynomial of the mantissa in
+/// [sqrt(1/2), sqrt(2)). Branch-free like `fast_exp`.
+SSM_SCAN_INLINE float fast_log1p_nonnegative(float e) {
+  // No selects on special values: u == 1 gives log(u) = 0 and a correction of exactly e, and a NaN
+  // e propagates through the correction; so the loop has no control flow and vectorises.
+  const float u = 1.0f + e;
+  const std::int32_t b = to_bits(u);
+  float kf = float(((b >> 23) & 0xff) - 127);
+  float m = from_bits<float>((b & 0x007fffff) | 0x3f800000);  // [1, 2)
+  const float big = m > 1.41421356f ? 1.0f : 0.0f;
+  m *= 1.0f - 0.5f * big;
+  kf += big;
+  const float x = m - 1.0f;
+  const float z = x * x;
+  float y = ((((((((7.0376836292E-2f * x - 1.1514610310E-1f) * x + 1.1676998740E-1f) * x - 1.2420140846E-1f) * x +
+                 1.4249322787E-1f) * x - 1.6668057665E-1f) * x + 2.0000714765E-1f) * x - 2.4999993993E-1f) * x +
+            3.3333331174E-1f) * x * z;
+  y += -2.12194440e-4f * kf;
+  y += -0.5f * z;
+  const float log_u = x + y + 0.693359375f * kf;
+  return log_u - ((u - 1.0f) - e) / u;
+}
+
+/// softplus for the scan's deltas: float uses the vectorisable exp and log1p above, double the
+/// standard library (the double scan is not the throughput target).
+template <class Scalar>
+SSM_SCAN_INLINE Scalar scan_softplus(Scalar v) {
+  if constexpr (std::is_same_v<Scalar, float>) {
+    // The threshold select on bits: a ?: here would be turned into a branch around the log1p.
+    const float l = fast_log1p_nonnegative(fast_exp(std::min(v, 20.0f)));
+    const std::int32_t mask = -std::int32_t(v > 20.0f);
+    return from_bits<float>((to_bits(v) & mask) | (to_bits(l) & ~mask));
+  } else {
+    return softplus(v);
+  }
+}
+
+/// delta' = softplus(delta + bias) (or delta + bias) for a block of T steps.
+template <class Scalar>
+SSM_SCAN_INLINE void scan_deltas(const Scalar* SSM_RESTRICT delta, Index T, Scalar bias, bool use_softplus,
+                                 Scalar* SSM_RESTRICT dt) {
+  if (use_softplus) {
+    for (Index t = 0; t < T; ++t) dt[t] = scan_softplus(delta[t] + bias);
+  } else {
+    for (Index t = 0; t < T; ++t) dt[t] = delta[t] + bias;
+  }
+}
+
+/// out = (y + D u) * silu(z) for a block of T steps (y already in out).
+template <class Scalar>
+SSM_SCAN_INLINE void scan_outputs(const Scalar* SSM_RESTRICT u, Scalar D, const Scalar* SSM_RESTRICT z, Index T,
+                                  Scalar* SSM_RESTRICT out) {
+  if (z) {
+    for (Index t = 0; t < T; ++t) out[t] = (out[t] + D * u[t]) * (z[t] / (Scalar(1) + fast_exp(-z[t])));
+  } else {
+    for (Index t = 0; t < T; ++t) out[t] += D * u[t];
+  }
+}
+
+/// Channels scanned together, one per SIMD lane (16 floats or 8 doubles: one AVX-512 register, two
+/// AVX2 or four SSE registers).
+template <class Scalar>
+inline constexpr int kLanes = std::is_same_v<Scalar, float> ? 16 : 8;
+
+/// B or C as the real kernel reads it: channel d's N-vector at step t is at
+/// data + offset(d) + t * stride, with offset(d) = d N (constant, stride 0) or (d / group_size) N.
+template <class Scalar>
+struct ScanOperand {
+  const Scalar* data = nullptr;
+  Index stride = 0;          ///< Scalars from step t to t + 1; 0 for a constant operand.
+  bool constant = false;     ///< One vector per channel (D x N, stored channel by channel).
+  Index group_size = 1;      ///< Channels sharing one vector (D for per-step, D / G grouped).
+  Index offset(Index d, Index N) const { return constant ? d * N : (d / group_size) * N; }
+};
+
+/// A whole real selective scan over D channels, as raw column pointers (column d of u is
+/// u + d * ld_u, contiguous over time), so that layers can run it on their own buffers.
+template <class Scalar>
+struct RealScanProblem {
+  Index L = 0, D = 0, N = 0;
+  const Scalar* u = nullptr;
+  Index ld_u = 0;
+  const Scalar* delta = nullptr;  ///< Before bias and softplus.
+  Index ld_delta = 0;
+  const Scalar* z = nullptr;  ///< Gate or nullptr.
+  Index ld_z = 0;
+  const Scalar* delta_bias = nullptr;  ///< D or nullptr.
+  const Scalar* skip = nullptr;        ///< D (the "D" vector) or nullptr.
+  bool softplus = false;
+  const Scalar* A = nullptr;  ///< Channel d's N values at A + d * N.
+  ScanOperand<Scalar> B, C;
+  Scalar* x = nullptr;  ///< State entry (d, n) at x + d * x_ld_d + n * x_ld_n: read as x_0, written as x_L.
+  Index x_ld_d = 0, x_ld_n = 0;
+  Scalar* out = nullptr;
+  Index ld_out = 0;
+};
+
+/// Steps per block of the lane kernel (its scratch lives on the stack).
+inline constexpr Index kLaneBlock = 64;
+/// States per chunk of the lane kernel: larger N is scanned in chunks (on the stack all the same).
+inline constexpr Index kLaneStackStates = 64;
+
+/// The real kernel for W channels d0 .. d0 + W - 1 (lanes past D are padding: zero input, results
+/// dropped). Per step t and state n, for all lanes at once:
+///   x[n][w] = exp(dt[w] A[n][w]) x[n][w] + dt[w] u[w] B_t[n];   y[w] += C_t[n] x[n][w]
+/// B_t[n] is one value for all lanes when the lanes share B (per-step, or grouped with whole groups
+/// of lanes), else one per lane (BL / CL true). No horizontal sums, no shuffles: every operation is
+/// a full-width vector operation, and exp is the branch-free `fast_exp`.
+///
+/// States are taken kLaneStackStates at a time (n0 .. n0 + nc - 1): the first chunk writes its part
+/// of y, later ones add theirs, and the last applies the skip and the gate.
+template <class Scalar, bool BL, bool CL>
+SSM_SCAN_INLINE void scan_lanes_impl(const RealScanProblem<Scalar>& p, Index d0, Index n0, Index nc, bool first,
+                                     bool last, Scalar* SSM_RESTRICT x) {
+  constexpr int W = kLanes<Scalar>;
+  const Index N = p.N, L = p.L;
+  const int lanes = int(std::min<Index>(W, p.D - d0));
+  alignas(64) Scalar A[kLaneStackStates * W];
+  alignas(64) Scalar dt[kLaneBlock * W], du[kLaneBlock * W], y[kLaneBlock * W];
+  alignas(64) Scalar Bl[kLaneStackStates * W], Cl[kLaneStackStates * W];
+  alignas(64) Scalar acc[W];
+  // A, and the lane-wise B / C of constant operands, as [n][w].
+  for (Index n = 0; n < nc; ++n)
+    for (int w = 0; w < W; ++w) {
+      const bool live = w < lanes;
+      A[n * W + w] = live ? p.A[(d0 + w) * N + n0 + n] : Scalar(0);
+      if (BL && p.B.constant) Bl[n * W + w] = live ? p.B.data[p.B.offset(d0 + w, N) + n0 + n] : Scalar(0);
+      if (CL && p.C.constant) Cl[n * W + w] = live ? p.C.data[p.C.offset(d0 + w, N) + n0 + n] : Scalar(0);
     }
-    // One long contiguous exp: the vectorised exp runs at full throughput.
-    Eigen::Map<Eigen::Array<Scalar, Eigen::Dynamic, 1>> flat(dA_buf, N * T);
-    flat = flat.exp();
+  for (Index t0 = 0; t0 < L; t0 += kLaneBlock) {
+    const Index T = std::min(kLaneBlock, L - t0);
+    // dt and dt * u as [t][w]: softplus vectorised along each channel's contiguous time.
+    for (int w = 0; w < W; ++w) {
+      if (w < lanes) {
+        const Scalar* SSM_RESTRICT dl = p.delta + (d0 + w) * p.ld_delta + t0;
+        const Scalar* SSM_RESTRICT ul = p.u + (d0 + w) * p.ld_u + t0;
+        const Scalar bias = p.delta_bias ? p.delta_bias[d0 + w] : Scalar(0);
+        Scalar tmp[kLaneBlock];
+        scan_deltas(dl, T, bias, p.softplus, tmp);
+        for (Index t = 0; t < T; ++t) {
+          dt[t * W + w] = tmp[t];
+          du[t * W + w] = tmp[t] * ul[t];
+        }
+      } else {
+        for (Index t = 0; t < T; ++t) dt[t * W + w] = du[t * W + w] = Scalar(0);
+      }
+    }
     for (Index t = 0; t < T; ++t) {
       const Index s = t0 + t;
-      const Scalar du = dt_buf[t] * c.u[s];
-      const Eigen::Map<const Arr> Bt(c.B + s * c.B_stride, N);
-      const Eigen::Map<const Arr> Ct(c.C + s * c.C_stride, N);
-      x = dA.col(t) * x + du * Bt;
-      c.out[s] = scan_output((x * Ct).sum(), c.u[s], c.D, c.z, s);
+      const Scalar* SSM_RESTRICT dtt = dt + t * W;
+      const Scalar* SSM_RESTRICT dut = du + t * W;
+      if (BL && !p.B.constant)
+        for (Index n = 0; n < nc; ++n)
+          for (int w = 0; w < W; ++w)
+            Bl[n * W + w] = w < lanes ? p.B.data[p.B.offset(d0 + w, N) + s * p.B.stride + n0 + n] : Scalar(0);
+      if (CL && !p.C.constant)
+        for (Index n = 0; n < nc; ++n)
+          for (int w = 0; w < W; ++w)
+            Cl[n * W + w] = w < lanes ? p.C.data[p.C.offset(d0 + w, N) + s * p.C.stride + n0 + n] : Scalar(0);
+      const Scalar* SSM_RESTRICT Bt = BL ? Bl : p.B.data + p.B.offset(d0, N) + s * p.B.stride + n0;
+      const Scalar* SSM_RESTRICT Ct = CL ? Cl : p.C.data + p.C.offset(d0, N) + s * p.C.stride + n0;
+      for (int w = 0; w < W; ++w) acc[w] = Scalar(0);
+      for (Index n = 0; n < nc; ++n) {
+        Scalar* SSM_RESTRICT xn = x + n * W;
+        const Scalar* SSM_RESTRICT an = A + n * W;
+        const Scalar bn = BL ? Scalar(0) : Bt[n];
+        const Scalar cn = CL ? Scalar(0) : Ct[n];
+        for (int w = 0; w < W; ++w) {
+          const Scalar b = BL ? Bt[n * W + w] : bn;
+          const Scalar c = CL ? Ct[n * W + w] : cn;
+          const Scalar xv = fast_exp(dtt[w] * an[w]) * xn[w] + dut[w] * b;
+          xn[w] = xv;
+          acc[w] += c * xv;
+        }
+      }
+      for (int w = 0; w < W; ++w) y[t * W + w] = acc[w];
+    }
+    // Back to each channel's contiguous column, then skip and gate along time.
+    for (int w = 0; w < lanes; ++w) {
+      const Index d = d0 + w;
+      Scalar* SSM_RESTRICT o = p.out + d * p.ld_out + t0;
+      if (first) {
+        for (Index t = 0; t < T; ++t) o[t] = y[t * W + w];
+      } else {
+        for (Index t = 0; t < T; ++t) o[t] += y[t * W + w];
+      }
+      if (last)
+        scan_outputs(p.u + d * p.ld_u + t0, p.skip ? p.skip[d] : Scalar(0), p.z ? p.z + d * p.ld_z + t0 : nullptr, T,
+                   o);
     }
   }
-  state = x;
+}
+
+/// One lane group, state chunk by state chunk, with the state copied in and out of the kernel's
+/// [n][w] layout.
+template <class Scalar>
+SSM_SCAN_INLINE void scan_lanes(const RealScanProblem<Scalar>& p, Index d0) {
+  constexpr int W = kLanes<Scalar>;
+  const Index N = p.N;
+  const int lanes = int(std::min<Index>(W, p.D - d0));
+  alignas(64) Scalar x[kLaneStackStates * W];
+  // Lanes share B (C) when they all read the same vector: per step with whole groups in the lanes.
+  const bool b_shared = !p.B.constant && p.B.offset(d0, N) == p.B.offset(d0 + lanes - 1, N);
+  const bool c_shared = !p.C.constant && p.C.offset(d0, N) == p.C.offset(d0 + lanes - 1, N);
+  for (Index n0 = 0; n0 < N; n0 += kLaneStackStates) {
+    const Index nc = std::min(kLaneStackStates, N - n0);
+    const bool first = n0 == 0, last = n0 + nc == N;
+    for (Index n = 0; n < nc; ++n)
+      for (int w = 0; w < W; ++w)
+        x[n * W + w] = w < lanes ? p.x[(d0 + w) * p.x_ld_d + (n0 + n) * p.x_ld_n] : Scalar(0);
+    if (b_shared && c_shared) scan_lanes_impl<Scalar, false, false>(p, d0, n0, nc, first, last, x);
+    else if (b_shared) scan_lanes_impl<Scalar, false, true>(p, d0, n0, nc, first, last, x);
+    else if (c_shared) scan_lanes_impl<Scalar, true, false>(p, d0, n0, nc, first, last, x);
+    else scan_lanes_impl<Scalar, true, true>(p, d0, n0, nc, first, last, x);
+    for (Index n = 0; n < nc; ++n)
+      for (int w = 0; w < lanes; ++w) p.x[(d0 + w) * p.x_ld_d + (n0 + n) * p.x_ld_n] = x[n * W + w];
+  }
+}
+
+template <class Scalar>
+void scan_lanes_baseline(const RealScanProblem<Scalar>& p, Index d0) {
+  scan_lanes(p, d0);
+}
+
+// With GCC or Clang on x86-64 the kernel is also compiled for AVX2 + FMA and for AVX-512, and the
+// widest one the CPU has is chosen at run time: the library stays header-only and portable, and a
+// build without -march flags still runs at the machine's speed. (SSM_NO_RUNTIME_DISPATCH turns
+// this off.)
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(SSM_NO_RUNTIME_DISPATCH)
+#define SSM_SCAN_DISPATCH 1
+template <class Scalar>
+__attribute__((target("avx2,fma"))) void scan_lanes_avx2(const RealScanProblem<Scalar>& p, Index d0) {
+  scan_lanes(p, d0);
+}
+
+template <class Scalar>
+__attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma"))) void scan_lanes_avx512(const RealScanProblem<Scalar>& p,
+                                                                                    Index d0) {
+  scan_lanes(p, d0);
+}
+
+/// 0: baseline, 1: AVX2 + FMA, 2: AVX-512; determined once.
+inline int scan_isa() {
+  static const int isa = [] {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma"))
+      return 2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
+    return 0;
+  }();
+  return isa;
+}
+#endif
+
+/// Work (channels x states x steps) below which threads cost more than they save.
+inline constexpr Index kScanParallelWork = Index(1) << 16;
+
+/// Runs a real scan: lane groups of channels spread across threads (OpenMP), each with the widest
+/// kernel the CPU supports. Allocates nothing.
+template <class Scalar>
+void run_real_scan(const RealScanProblem<Scalar>& p) {
+  constexpr int W = kLanes<Scalar>;
+  const Index groups = (p.D + W - 1) / W;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (p.D * p.N * p.L >= kScanParallelWork)
+#endif
+  for (Index g = 0; g < groups; ++g) {
+#ifdef SSM_SCAN_DISPATCH
+    switch (scan_isa()) {
+      case 2: scan_lanes_avx512(p, g * W); continue;
+      case 1: scan_lanes_avx2(p, g * W); continue;
+      default: break;
+    }
+#endif
+    scan_lanes_baseline(p, g * W);
+  }
 }
 
 /// The complex kernel: exp(delta A) = exp(delta Re A) (cos(delta Im A) + i sin(delta Im A)).
@@ -206,9 +501,9 @@ void scan_channel_complex(const ComplexScanChannel<Scalar>& c, Scalar* re_buf, S
   Arr xr = state_re, xi = state_im;
   for (Index t0 = 0; t0 < c.L; t0 += block) {
     const Index T = std::min(block, c.L - t0);
+    scan_deltas(c.delta + t0, T, c.delta_bias, c.softplus, dt_buf);
     Eigen::Map<Mat> dAr(re_buf, N, T), dAi(im_buf, N, T);
     for (Index t = 0; t < T; ++t) {
-      dt_buf[t] = scan_delta(c.delta[t0 + t], c.delta_bias, c.softplus);
       dAr.col(t) = Ar * dt_buf[t];
       dAi.col(t) = Ai * dt_buf[t];
     }
@@ -227,32 +522,12 @@ void scan_channel_complex(const ComplexScanChannel<Scalar>& c, Scalar* re_buf, S
       const Arr nr = dAr.col(t) * xr - dAi.col(t) * xi + du * Br;
       xi = dAr.col(t) * xi + dAi.col(t) * xr + du * Bi;
       xr = nr;
-      c.out[s] = scan_output(Scalar(2) * (Cr * xr - Ci * xi).sum(), c.u[s], c.D, c.z, s);
+      c.out[s] = Scalar(2) * (Cr * xr - Ci * xi).sum();
     }
+    scan_outputs(c.u + t0, c.D, c.z ? c.z + t0 : nullptr, T, c.out + t0);
   }
   state_re = xr;
   state_im = xi;
-}
-
-/// Runs one real channel, dispatching common state sizes to unrolled kernels. Allocates nothing
-/// unless N > kScanBuffer.
-template <class Scalar>
-void scan_channel(const RealScanChannel<Scalar>& c) {
-  if (c.N > kScanBuffer) {
-    std::vector<Scalar> dA(std::size_t(c.N)), dt(1);
-    scan_channel_real<Eigen::Dynamic>(c, dA.data(), dt.data(), 1);
-    return;
-  }
-  alignas(64) Scalar dA[kScanBuffer];
-  alignas(64) Scalar dt[kScanBuffer];
-  const Index block = std::max<Index>(1, kScanBuffer / c.N);
-  switch (c.N) {
-    case 4: scan_channel_real<4>(c, dA, dt, block); break;
-    case 8: scan_channel_real<8>(c, dA, dt, block); break;
-    case 16: scan_channel_real<16>(c, dA, dt, block); break;
-    case 32: scan_channel_real<32>(c, dA, dt, block); break;
-    default: scan_channel_real<Eigen::Dynamic>(c, dA, dt, block); break;
-  }
 }
 
 /// Runs one complex channel (see `scan_channel` for the real one).
@@ -275,9 +550,6 @@ void scan_channel(const ComplexScanChannel<Scalar>& c) {
   }
 }
 
-/// Work (channels x states x steps) below which threads cost more than they save.
-inline constexpr Index kScanParallelWork = Index(1) << 16;
-
 /// B or C rearranged for the kernel: per step, one contiguous column of N values per step (and per
 /// group); for complex E, real and imaginary parts apart.
 template <class Scalar>
@@ -290,6 +562,16 @@ struct KernelMatrix {
 
   /// Offset of channel d's vector at step 0.
   Index offset(Index d, Index D) const { return constant ? d * N : (d / (D / groups)) * N; }
+
+  /// The real kernel's view of it.
+  ScanOperand<Scalar> operand(Index D) const {
+    ScanOperand<Scalar> o;
+    o.data = re.data();
+    o.stride = stride;
+    o.constant = constant;
+    o.group_size = D / groups;
+    return o;
+  }
 };
 
 template <class Scalar, class E>
@@ -368,12 +650,39 @@ SelectiveScanResult<typename DU::Scalar, E> selective_scan(
 
   SelectiveScanResult<Scalar, E> r;
   r.out.resize(L, D);
-  // State, A: N x D, one contiguous column per channel (real and imaginary parts apart if complex).
-  MatrixX<Scalar> x_re(N, D), x_im, A_re(N, D), A_im;
-  if constexpr (is_complex) {
-    x_im.resize(N, D);
-    A_re = A.real().transpose();
-    A_im = A.imag().transpose();
+  const bool has_D = options.D.size() != 0, has_bias = options.delta_bias.size() != 0, has_z = options.z.size() != 0;
+
+  if constexpr (!is_complex) {
+    // A: N x D, one contiguous column per channel; the state is written straight into last_state.
+    const MatrixX<Scalar> At = A.transpose();
+    if (options.initial_state.size()) r.last_state = options.initial_state;
+    else r.last_state.setZero(D, N);
+    detail::RealScanProblem<Scalar> p;
+    p.L = L;
+    p.D = D;
+    p.N = N;
+    p.u = U.data();
+    p.ld_u = U.outerStride();
+    p.delta = Delta.data();
+    p.ld_delta = Delta.outerStride();
+    p.z = has_z ? options.z.data() : nullptr;
+    p.ld_z = L;
+    p.delta_bias = has_bias ? options.delta_bias.data() : nullptr;
+    p.skip = has_D ? options.D.data() : nullptr;
+    p.softplus = options.delta_softplus;
+    p.A = At.data();
+    p.B = Bk.operand(D);
+    p.C = Ck.operand(D);
+    p.x = r.last_state.data();
+    p.x_ld_d = 1;
+    p.x_ld_n = D;
+    p.out = r.out.data();
+    p.ld_out = L;
+    detail::run_real_scan(p);
+  } else {
+    // State, A: N x D, one contiguous column per channel, real and imaginary parts apart.
+    MatrixX<Scalar> x_re(N, D), x_im(N, D);
+    const MatrixX<Scalar> A_re = A.real().transpose(), A_im = A.imag().transpose();
     if (options.initial_state.size()) {
       x_re = options.initial_state.real().transpose();
       x_im = options.initial_state.imag().transpose();
@@ -381,19 +690,11 @@ SelectiveScanResult<typename DU::Scalar, E> selective_scan(
       x_re.setZero();
       x_im.setZero();
     }
-  } else {
-    A_re = A.transpose();
-    if (options.initial_state.size()) x_re = options.initial_state.transpose();
-    else x_re.setZero();
-  }
-  const bool has_D = options.D.size() != 0, has_bias = options.delta_bias.size() != 0, has_z = options.z.size() != 0;
-
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) if (D * N * L >= detail::kScanParallelWork)
 #endif
-  for (Index d = 0; d < D; ++d) {
-    const Index bo = Bk.offset(d, D), co = Ck.offset(d, D);
-    if constexpr (is_complex) {
+    for (Index d = 0; d < D; ++d) {
+      const Index bo = Bk.offset(d, D), co = Ck.offset(d, D);
       detail::ComplexScanChannel<Scalar> c;
       c.L = L;
       c.N = N;
@@ -415,33 +716,10 @@ SelectiveScanResult<typename DU::Scalar, E> selective_scan(
       c.x_im = x_im.col(d).data();
       c.out = r.out.col(d).data();
       detail::scan_channel(c);
-    } else {
-      detail::RealScanChannel<Scalar> c;
-      c.L = L;
-      c.N = N;
-      c.u = U.col(d).data();
-      c.delta = Delta.col(d).data();
-      c.delta_bias = has_bias ? options.delta_bias[d] : Scalar(0);
-      c.softplus = options.delta_softplus;
-      c.A = A_re.col(d).data();
-      c.B = Bk.re.data() + bo;
-      c.B_stride = Bk.stride;
-      c.C = Ck.re.data() + co;
-      c.C_stride = Ck.stride;
-      c.D = has_D ? options.D[d] : Scalar(0);
-      c.z = has_z ? options.z.col(d).data() : nullptr;
-      c.x = x_re.col(d).data();
-      c.out = r.out.col(d).data();
-      detail::scan_channel(c);
     }
-  }
-
-  if constexpr (is_complex) {
     r.last_state.resize(D, N);
     for (Index d = 0; d < D; ++d)
       for (Index n = 0; n < N; ++n) r.last_state(d, n) = E(x_re(n, d), x_im(n, d));
-  } else {
-    r.last_state = x_re.transpose();
   }
   return r;
 }
