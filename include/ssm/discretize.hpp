@@ -2,8 +2,8 @@
 /// \file discretize.hpp
 /// From continuous time x' = A x + B u to the discrete recurrence x_k = Abar x_{k-1} + Bbar u_k with
 /// step dt, by zero-order hold (ZOH) or the bilinear (Tustin) transform, for diagonal systems
-/// (elementwise), dense systems (matrix exponential), and DPLR systems A = diag(Lambda) - P^* ... (bilinear,
-/// through the Woodbury identity).
+/// (elementwise), dense systems (matrix exponential), and DPLR systems (bilinear, through the Woodbury
+/// identity: O(N rank) per application, never a dense inverse).
 ///
 ///   ZOH:      Abar = exp(dt A),                      Bbar = A^{-1} (exp(dt A) - I) B
 ///   bilinear: Abar = (I - dt/2 A)^{-1} (I + dt/2 A), Bbar = (I - dt/2 A)^{-1} dt B
@@ -13,8 +13,12 @@
 #include "ssm/core/error.hpp"
 #include "ssm/core/types.hpp"
 
+#include <Eigen/LU>
+#include <unsupported/Eigen/MatrixFunctions>
+
 #include <cmath>
 #include <complex>
+#include <vector>
 
 namespace ssm {
 
@@ -98,6 +102,197 @@ DiagonalDiscrete<T> discretize_diagonal(const MatrixXc<T>& A, const MatrixXc<T>&
       detail::discretize_mode(a, b, double(dt(h)), method, a_bar, b_bar);
       out.A_bar(h, m) = std::complex<T>(a_bar);
       out.B_bar(h, m) = std::complex<T>(b_bar);
+    }
+  }
+  return out;
+}
+
+/// A discretised dense system: x_k = A_bar x_{k-1} + B_bar u_k.
+template <class S>
+struct DenseDiscrete {
+  MatrixX<S> A_bar;  ///< N x N
+  MatrixX<S> B_bar;  ///< N x K
+};
+
+/// Discretises one dense system x' = A x + B u (A N x N, B N x K, real or complex `S`) with step dt > 0.
+/// ZOH uses the matrix exponential in double of the block matrix dt [[A, B], [0, 0]], whose exponential
+/// is [[A_bar, B_bar], [0, I]] (valid for singular A). Bilinear solves with an LU factorisation of
+/// I - dt/2 A (rejected when that matrix is numerically singular).
+template <class S>
+DenseDiscrete<S> discretize_dense(const MatrixX<S>& A, const MatrixX<S>& B, double dt, Discretization method) {
+  using Real = typename Eigen::NumTraits<S>::Real;
+  static_assert(is_supported_scalar_v<Real>, "S must be float, double or their complex");
+  using W = std::conditional_t<Eigen::NumTraits<S>::IsComplex, std::complex<double>, double>;
+  const char* where = "discretize_dense";
+  check(A.rows() == A.cols(), where, "A", "a square N x N matrix", shape_string(A.rows(), A.cols()));
+  check(B.rows() == A.rows(), where, "B", ssm::detail::concat(A.rows(), " rows (N x K)"), shape_string(B.rows(), B.cols()));
+  check_positive(dt, where, "dt");
+  check_finite(A, where, "A");
+  check_finite(B, where, "B");
+  const Index N = A.rows(), K = B.cols();
+  const MatrixX<W> a = A.template cast<W>(), b = B.template cast<W>();
+  DenseDiscrete<S> out;
+  if (method == Discretization::zoh) {
+    MatrixX<W> block = MatrixX<W>::Zero(N + K, N + K);
+    block.topLeftCorner(N, N) = dt * a;
+    block.topRightCorner(N, K) = dt * b;
+    const MatrixX<W> e = block.exp();
+    out.A_bar = e.topLeftCorner(N, N).template cast<S>();
+    out.B_bar = e.topRightCorner(N, K).template cast<S>();
+  } else {
+    const MatrixX<W> I = MatrixX<W>::Identity(N, N);
+    Eigen::PartialPivLU<MatrixX<W>> lu(I - (0.5 * dt) * a);
+    check(N == 0 || lu.rcond() > 1e-14, where, "A", "I - dt/2 A invertible (bilinear transform)",
+          ssm::detail::concat("reciprocal condition number ", lu.rcond()));
+    out.A_bar = lu.solve(I + (0.5 * dt) * a).template cast<S>();
+    out.B_bar = lu.solve(dt * b).template cast<S>();
+  }
+  return out;
+}
+
+/// The low-rank factor of a DPLR system over H channels: `rank` matrices, each H x M complex;
+/// P[r](h, n) is entry n of the r-th correction vector of channel h (the reference's P[r, h, n]).
+template <class T>
+using LowRank = std::vector<MatrixXc<T>>;
+
+/// A DPLR system discretised by the bilinear transform, factored so that one step costs O(M rank).
+///
+/// The continuous system of one channel keeps M = N/2 complex modes x (their conjugates implied) with
+///   x' = diag(Lambda) x - P 2 Re(P^* x) + B u,     y = 2 Re(C x),
+/// which is the real N-dimensional system A = diag(Lambda) - P P^* written over one mode of each conjugate
+/// pair (the low-rank term couples x and conj(x), hence the 2 Re). Bilinear with step dt:
+///   x_k = (2/dt - A)^{-1} [ (2/dt + A) x_{k-1} + 2 B u_k ],
+/// and (2/dt - A)^{-1} = (diag(1/D) + P 2Re(P^* .))^{-1} by Woodbury: y = D (w - P 2 Re(R w)), with
+///   D = 1 / (2/dt - Lambda),   R = (I_r + 2 Re(P^* diag(D) P))^{-1} P^* diag(D)   (r x M, real r x r inverse).
+/// Arrays are per channel (rows h), M columns; rank-indexed ones are vectors of H x M matrices.
+template <class T>
+struct DPLRDiscrete {
+  MatrixXc<T> D;   ///< H x M: 1 / (2/dt - Lambda)
+  MatrixXc<T> E;   ///< H x M: 2/dt + Lambda
+  MatrixXc<T> B2;  ///< H x M: 2 B (so that D-side Woodbury applied to it gives Bbar)
+  LowRank<T> P;    ///< rank x (H x M): the low-rank factor
+  LowRank<T> R;    ///< rank x (H x M): rows of (I + 2Re(P^* D P))^{-1} P^* D
+
+  Index channels() const { return D.rows(); }
+  Index modes() const { return D.cols(); }
+  Index rank() const { return Index(P.size()); }
+
+  /// One step of channel h in place: x <- Abar x + Bbar u, for the M modes at `x`. `scratch` holds
+  /// at least 2 rank reals. O(M rank); allocates nothing.
+  void step(Index h, std::complex<T>* x, T u, T* scratch) const {
+    const Index M = modes(), r = rank();
+    T* sigma = scratch;
+    T* rho = scratch + r;
+    for (Index q = 0; q < r; ++q) {  // sigma = 2 Re(P^* x)
+      const std::complex<T>* p = &P[std::size_t(q)](h, 0);
+      const Index stride = P[std::size_t(q)].rows();
+      T acc = 0;
+      for (Index n = 0; n < M; ++n) {
+        const std::complex<T> pn = p[n * stride];
+        acc += pn.real() * x[n].real() + pn.imag() * x[n].imag();
+      }
+      sigma[q] = 2 * acc;
+    }
+    for (Index n = 0; n < M; ++n) {  // x <- w = E x - P sigma + 2 B u
+      std::complex<T> w = E(h, n) * x[n] + B2(h, n) * u;
+      for (Index q = 0; q < r; ++q) w -= P[std::size_t(q)](h, n) * sigma[q];
+      x[n] = w;
+    }
+    for (Index q = 0; q < r; ++q) {  // rho = 2 Re(R w)
+      T acc = 0;
+      for (Index n = 0; n < M; ++n) {
+        const std::complex<T> rn = R[std::size_t(q)](h, n);
+        acc += rn.real() * x[n].real() - rn.imag() * x[n].imag();
+      }
+      rho[q] = 2 * acc;
+    }
+    for (Index n = 0; n < M; ++n) {  // x <- D (w - P rho)
+      std::complex<T> w = x[n];
+      for (Index q = 0; q < r; ++q) w -= P[std::size_t(q)](h, n) * rho[q];
+      x[n] = D(h, n) * w;
+    }
+  }
+
+  /// Abar x for channel h (no input): the same step with u = 0.
+  void apply_A(Index h, std::complex<T>* x, T* scratch) const { step(h, x, T(0), scratch); }
+};
+
+/// Checks the shapes of a DPLR system: Lambda, B are H x M, P is rank >= 1 matrices of H x M, dt has H entries.
+template <class T>
+void check_dplr(const MatrixXc<T>& Lambda, const LowRank<T>& P, const MatrixXc<T>& B, const VectorX<T>& dt,
+                const char* where) {
+  check(!P.empty(), where, "P", "rank >= 1 low-rank factors", "none");
+  for (const auto& p : P) check_shape(p, Lambda.rows(), Lambda.cols(), where, "P[r]", "H x M, the shape of Lambda");
+  check_shape(B, Lambda.rows(), Lambda.cols(), where, "B", "H x M, the shape of Lambda");
+  check_size(dt, Lambda.rows(), where, "dt", "one per channel");
+  check_finite(Lambda, where, "Lambda");
+  check_finite(B, where, "B");
+  for (const auto& p : P) check_finite(p, where, "P[r]");
+  check_all_positive(dt, where, "dt");
+  for (Index n = 0; n < Lambda.cols(); ++n)
+    for (Index h = 0; h < Lambda.rows(); ++h)
+      check(Lambda(h, n).real() < 0, where, "Lambda", "real parts < 0 (a stable diagonal part)",
+            ssm::detail::concat(Lambda(h, n), " at (", h, ", ", n, ")"));
+}
+
+/// Bilinear discretisation of H DPLR systems A = diag(Lambda) - P P^* (see `DPLRDiscrete`), computed in
+/// double and rounded to T. Lambda, B: H x M; P: rank matrices H x M; dt: H entries > 0. Re(Lambda) < 0.
+template <class T>
+DPLRDiscrete<T> discretize_dplr(const MatrixXc<T>& Lambda, const LowRank<T>& P, const MatrixXc<T>& B,
+                                const VectorX<T>& dt) {
+  static_assert(is_supported_scalar_v<T>, "T must be float or double");
+  check_dplr(Lambda, P, B, dt, "discretize_dplr");
+  const Index H = Lambda.rows(), M = Lambda.cols(), r = Index(P.size());
+  DPLRDiscrete<T> out;
+  out.D.resize(H, M);
+  out.E.resize(H, M);
+  out.B2 = (B.template cast<std::complex<double>>() * 2.0).template cast<std::complex<T>>();
+  out.P = P;
+  out.R.assign(std::size_t(r), MatrixXc<T>(H, M));
+  MatrixX<double> G(r, r);
+  MatrixXc<double> PD(r, M);
+  for (Index h = 0; h < H; ++h) {
+    const double two_over_dt = 2.0 / double(dt(h));
+    VectorXc<double> d(M);
+    for (Index n = 0; n < M; ++n) {
+      const std::complex<double> lambda(Lambda(h, n));
+      d(n) = 1.0 / (two_over_dt - lambda);
+      out.D(h, n) = std::complex<T>(d(n));
+      out.E(h, n) = std::complex<T>(two_over_dt + lambda);
+    }
+    for (Index q = 0; q < r; ++q)
+      for (Index n = 0; n < M; ++n) PD(q, n) = std::conj(std::complex<double>(P[std::size_t(q)](h, n))) * d(n);
+    for (Index q = 0; q < r; ++q)
+      for (Index s = 0; s < r; ++s) {
+        std::complex<double> acc = 0;
+        for (Index n = 0; n < M; ++n) acc += PD(q, n) * std::complex<double>(P[std::size_t(s)](h, n));
+        G(q, s) = (q == s ? 1.0 : 0.0) + 2.0 * acc.real();
+      }
+    Eigen::PartialPivLU<MatrixX<double>> lu(G);
+    check(lu.rcond() > 1e-14, "discretize_dplr", "P", "I + 2 Re(P^* D P) invertible (Woodbury)",
+          ssm::detail::concat("reciprocal condition number ", lu.rcond(), " in channel ", h));
+    const MatrixXc<double> Rh = lu.inverse().template cast<std::complex<double>>() * PD;
+    for (Index q = 0; q < r; ++q)
+      for (Index n = 0; n < M; ++n) out.R[std::size_t(q)](h, n) = std::complex<T>(Rh(q, n));
+  }
+  return out;
+}
+
+/// The real 2M x 2M matrix of the real-linear map x -> Abar x of channel h on C^M, acting on [Re x; Im x].
+/// Built column by column from `DPLRDiscrete::apply_A` (O(M^2 rank)); used to form powers of Abar.
+template <class T>
+MatrixX<double> dplr_transition_real(const DPLRDiscrete<T>& d, Index h) {
+  const Index M = d.modes();
+  MatrixX<double> out(2 * M, 2 * M);
+  std::vector<std::complex<T>> x(static_cast<std::size_t>(M));
+  std::vector<T> scratch(static_cast<std::size_t>(2 * d.rank()));
+  for (Index j = 0; j < 2 * M; ++j) {
+    std::fill(x.begin(), x.end(), std::complex<T>(0));
+    x[std::size_t(j % M)] = j < M ? std::complex<T>(1, 0) : std::complex<T>(0, 1);
+    d.apply_A(h, x.data(), scratch.data());
+    for (Index n = 0; n < M; ++n) {
+      out(n, j) = double(x[std::size_t(n)].real());
+      out(M + n, j) = double(x[std::size_t(n)].imag());
     }
   }
   return out;

@@ -1,0 +1,266 @@
+#pragma once
+/// \file s4.hpp
+/// The S4 layer (Gu, Goel, Re 2021): H independent single-input single-output SSMs with a DPLR state
+/// matrix, bilinear discretisation, and a skip term:
+///
+///   x_k = Abar x_{k-1} + Bbar u_k,   y_k = 2 Re(C x_k) + D u_k,    per channel h,
+///
+/// over M = N/2 complex modes (one of each conjugate pair; the real system has N states). Continuous
+/// A = diag(Lambda) - P P^* in the real-linear sense documented in `DPLRDiscrete` (discretize.hpp).
+///
+/// Two modes read the same `S4Params`:
+/// - convolution: y = K * u + D u with the kernel K of length L (kernels/cauchy.hpp), whose padded spectrum
+///   is cached per length, so repeated calls at one L cost two FFTs per channel;
+/// - recurrence: `step` (one time step of all channels, O(N rank) each, no allocation) and `scan`
+///   (a whole L x H sequence from a caller-owned `State`, leaving the final state in it).
+///
+/// Example:
+/// \code
+///   std::mt19937_64 gen(0);
+///   ssm::S4<float> layer(ssm::S4<float>::hippo_init(64, 64, ssm::hippo::Measure::legs, 1e-3, 1e-1, gen));
+///   ssm::Sequence<float> y = layer.forward(u);           // u: L x 64, convolution mode
+///   auto state = layer.initial_state();
+///   ssm::Sequence<float> y2 = layer.scan(u, state);      // same y, and state = x_L for streaming on
+///   Eigen::VectorXf out(64);
+///   layer.step(next_input, out, state);                 // one more sample
+/// \endcode
+
+#include "ssm/core/causal_convolution.hpp"
+#include "ssm/core/error.hpp"
+#include "ssm/core/types.hpp"
+#include "ssm/discretize.hpp"
+#include "ssm/hippo.hpp"
+#include "ssm/kernels/cauchy.hpp"
+
+#include <cmath>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <vector>
+
+namespace ssm {
+
+/// The parameters of an S4 layer in their physical meaning (the reference's names and layout, with
+/// the reference's (rank, H, N/2) P as a vector of `rank` H x M matrices). H channels, M = N/2 modes.
+template <class T>
+struct S4Params {
+  MatrixXc<T> Lambda;  ///< H x M: diagonal part of A, Re < 0 (eigenvalues of the normal part)
+  LowRank<T> P;        ///< rank x (H x M): P[r](h, n), the low-rank factor, A = diag(Lambda) - P P^*
+  MatrixXc<T> B;       ///< H x M: input vector
+  MatrixXc<T> C;       ///< H x M: output vector (the true C; C (I - Abar^L) is derived per length)
+  VectorX<T> D;        ///< H: skip connection, y += D u
+  VectorX<T> log_dt;   ///< H: log of the step size, dt = exp(log_dt)
+
+  Index channels() const { return Lambda.rows(); }
+  Index modes() const { return Lambda.cols(); }
+  Index rank() const { return Index(P.size()); }
+  /// dt = exp(log_dt), H entries.
+  VectorX<T> dt() const { return log_dt.array().exp().matrix(); }
+};
+
+/// An S4 layer over scalar T (float or double). Immutable after construction: the derived quantities
+/// (discrete system, per-length kernel spectra) are caches of the parameters, shared by every call;
+/// const member functions are safe to call from several threads.
+template <class T>
+class S4 {
+  static_assert(is_supported_scalar_v<T>, "T must be float or double");
+
+ public:
+  using Params = S4Params<T>;
+
+  /// Recurrent state of one stream: the M complex modes of every channel, x.col(h) for channel h
+  /// (M x H, so each channel's modes are contiguous), and scratch so that `step` allocates nothing.
+  struct State {
+    MatrixXc<T> x;       ///< M x H
+    VectorX<T> scratch;  ///< 2 rank reals
+  };
+
+  /// Validates `params` (shapes H x M, rank >= 1, Re(Lambda) < 0, finite, D and log_dt with H entries)
+  /// and discretises the recurrence. Throws ssm::error naming the bad field.
+  explicit S4(Params params) : params_(std::move(params)) {
+    const char* where = "S4";
+    const Index H = params_.channels(), M = params_.modes();
+    check(H >= 1 && M >= 1, where, "Lambda", "H x M with H, M >= 1", shape_string(H, M));
+    check_shape(params_.C, H, M, where, "C", "H x M, the shape of Lambda");
+    check_finite(params_.C, where, "C");
+    check_size(params_.D, H, where, "D", "one per channel");
+    check_finite(params_.D, where, "D");
+    check_size(params_.log_dt, H, where, "log_dt", "one per channel");
+    check_finite(params_.log_dt, where, "log_dt");
+    dt_ = params_.dt();
+    check_dplr(params_.Lambda, params_.P, params_.B, dt_, where);
+    discrete_ = discretize_dplr(params_.Lambda, params_.P, params_.B, dt_);
+  }
+
+  /// An S4 layer initialised from HiPPO: Lambda, P, B from the NPLR form of `measure` (B clipped as the
+  /// reference), the same for every channel; dt log-uniform in [dt_min, dt_max]; C complex standard normal
+  /// scaled by 1/sqrt2 per part (unit variance); D standard normal. Deterministic given `gen`.
+  /// The reference bounds Re(Lambda) <= -1e-4 (FouT has Re = 0), and so does this.
+  static Params hippo_init(Index H, Index N, hippo::Measure measure, double dt_min, double dt_max,
+                           std::mt19937_64& gen, Index rank = 0) {
+    check(H >= 1, "S4::hippo_init", "H", ">= 1", ssm::detail::concat(H));
+    const hippo::NPLR form = hippo::nplr(measure, N, rank);
+    const Index M = N / 2, r = form.P.rows();
+    Params p;
+    p.Lambda.resize(H, M);
+    p.B.resize(H, M);
+    p.P.assign(std::size_t(r), MatrixXc<T>(H, M));
+    for (Index h = 0; h < H; ++h)
+      for (Index n = 0; n < M; ++n) {
+        const Complex<double> w = form.W(n);
+        p.Lambda(h, n) = Complex<T>(T(std::min(w.real(), -1e-4)), T(std::min(w.imag(), -1e-4)));
+        p.B(h, n) = Complex<T>(form.B(n));
+        for (Index q = 0; q < r; ++q) p.P[std::size_t(q)](h, n) = Complex<T>(form.P(q, n));
+      }
+    const VectorX<double> dt = hippo::log_uniform_dt(H, dt_min, dt_max, gen);
+    p.log_dt = dt.array().log().matrix().template cast<T>();
+    std::normal_distribution<double> normal(0.0, 1.0);
+    p.C.resize(H, M);
+    for (Index n = 0; n < M; ++n)
+      for (Index h = 0; h < H; ++h)
+        p.C(h, n) = Complex<T>(T(normal(gen) / std::sqrt(2.0)), T(normal(gen) / std::sqrt(2.0)));
+    p.D.resize(H);
+    for (Index h = 0; h < H; ++h) p.D(h) = T(normal(gen));
+    return p;
+  }
+
+  const Params& params() const { return params_; }
+  Index channels() const { return params_.channels(); }
+  Index modes() const { return params_.modes(); }
+  Index rank() const { return params_.rank(); }
+  /// The discrete recurrence (bilinear, Woodbury-factored) the recurrent mode runs.
+  const DPLRDiscrete<T>& discrete() const { return discrete_; }
+
+  /// C_tilde = C (I - Abar^L), H x M, computed in double.
+  MatrixXc<T> c_tilde(Index L) const {
+    check(L >= 1, "S4::c_tilde", "L", ">= 1", ssm::detail::concat(L));
+    return kernels::dplr_c_tilde<double>(discrete_double(), params_.C.template cast<Complex<double>>(), L)
+        .template cast<Complex<T>>();
+  }
+
+  /// The convolution kernel of length L, L x H: K_l = 2 Re(C Abar^l Bbar) (no D term).
+  MatrixX<T> kernel(Index L) const {
+    check(L >= 1, "S4::kernel", "L", ">= 1", ssm::detail::concat(L));
+    return kernels::dplr_kernel(params_.Lambda, params_.P, params_.B, c_tilde(L), dt_, L);
+  }
+
+  /// The padded spectrum of the length-L kernel, for inputs of length L; computed once per L and cached.
+  std::shared_ptr<const KernelSpectrum<T>> kernel_spectrum(Index L) const {
+    check(L >= 1, "S4::kernel_spectrum", "L", ">= 1", ssm::detail::concat(L));
+    {
+      std::lock_guard<std::mutex> lock(cache_->mutex);
+      auto it = cache_->spectra.find(L);
+      if (it != cache_->spectra.end()) return it->second;
+    }
+    auto made = std::make_shared<const KernelSpectrum<T>>(make_kernel_spectrum<T>(kernel(L), L));
+    std::lock_guard<std::mutex> lock(cache_->mutex);
+    return cache_->spectra.emplace(L, made).first->second;
+  }
+
+  /// Convolution mode from the zero state: u is L x H (rows time), returns y = K * u + D u, L x H.
+  template <class Derived>
+  Sequence<T> forward(const Eigen::MatrixBase<Derived>& u) const {
+    static_assert(std::is_same_v<typename Derived::Scalar, T>, "u must hold the layer's scalar type");
+    check(u.cols() == channels() && u.rows() >= 1, "S4::forward", "u",
+          ssm::detail::concat("L x ", channels(), " (L >= 1, one column per channel)"), shape_string(u.rows(), u.cols()));
+    Sequence<T> y = causal_convolution(u, *kernel_spectrum(u.rows()));
+    y += u * params_.D.asDiagonal();
+    return y;
+  }
+
+  /// A zero state for one stream.
+  State initial_state() const {
+    State s;
+    s.x = MatrixXc<T>::Zero(modes(), channels());
+    s.scratch = VectorX<T>::Zero(2 * rank());
+    return s;
+  }
+
+  /// Recurrent mode over a whole sequence: starting from `state`, runs the L steps of u (L x H) and returns
+  /// y (L x H); `state` then holds x_L, so a sequence cut into chunks gives the same outputs and final
+  /// state as one pass. Channels run in parallel with OpenMP.
+  template <class Derived>
+  Sequence<T> scan(const Eigen::MatrixBase<Derived>& u, State& state) const {
+    static_assert(std::is_same_v<typename Derived::Scalar, T>, "u must hold the layer's scalar type");
+    check(u.cols() == channels(), "S4::scan", "u", ssm::detail::concat("L x ", channels(), " (one column per channel)"),
+          shape_string(u.rows(), u.cols()));
+    check_state(state, "S4::scan");
+    const Index L = u.rows(), H = channels(), M = modes();
+    Sequence<T> y(L, H);
+#if defined(_OPENMP)
+#pragma omp parallel if (H > 1 && L * M * H > 65536)
+#endif
+    {
+      std::vector<T> scratch(static_cast<std::size_t>(2 * rank()));
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+      for (Index h = 0; h < H; ++h) {
+        Complex<T>* x = state.x.col(h).data();
+        for (Index t = 0; t < L; ++t) {
+          const T ut = u(t, h);
+          discrete_.step(h, x, ut, scratch.data());
+          y(t, h) = output(h, x) + params_.D(h) * ut;
+        }
+      }
+    }
+    return y;
+  }
+
+  /// One time step of every channel: u and y have H entries; y = 2 Re(C x) + D u after x <- Abar x + Bbar u.
+  /// O(N rank) per channel; allocates nothing.
+  void step(const Eigen::Ref<const VectorX<T>>& u, Eigen::Ref<VectorX<T>> y, State& state) const {
+    check(u.size() == channels(), "S4::step", "u", ssm::detail::concat(channels(), " values (one per channel)"),
+          ssm::detail::concat(u.size()));
+    check(y.size() == channels(), "S4::step", "y", ssm::detail::concat(channels(), " values (one per channel)"),
+          ssm::detail::concat(y.size()));
+    check_state(state, "S4::step");
+    for (Index h = 0; h < channels(); ++h) {
+      Complex<T>* x = state.x.col(h).data();
+      discrete_.step(h, x, u(h), state.scratch.data());
+      y(h) = output(h, x) + params_.D(h) * u(h);
+    }
+  }
+
+ private:
+  struct Cache {
+    std::mutex mutex;
+    std::map<Index, std::shared_ptr<const KernelSpectrum<T>>> spectra;
+    std::shared_ptr<const DPLRDiscrete<double>> discrete_double;
+  };
+
+  void check_state(const State& state, const char* where) const {
+    check_shape(state.x, modes(), channels(), where, "state.x", "M x H (from initial_state())");
+    check_size(state.scratch, 2 * rank(), where, "state.scratch", "2 rank (from initial_state())");
+  }
+
+  T output(Index h, const Complex<T>* x) const {
+    T acc = 0;
+    for (Index n = 0; n < modes(); ++n) {
+      const Complex<T> c = params_.C(h, n);
+      acc += c.real() * x[n].real() - c.imag() * x[n].imag();
+    }
+    return 2 * acc;
+  }
+
+  /// The discrete system in double (for C_tilde), made on first use.
+  const DPLRDiscrete<double>& discrete_double() const {
+    std::lock_guard<std::mutex> lock(cache_->mutex);
+    if (!cache_->discrete_double) {
+      LowRank<double> P;
+      for (const auto& p : params_.P) P.push_back(p.template cast<Complex<double>>());
+      cache_->discrete_double = std::make_shared<const DPLRDiscrete<double>>(
+          discretize_dplr<double>(params_.Lambda.template cast<Complex<double>>(), P,
+                          params_.B.template cast<Complex<double>>(), dt_.template cast<double>()));
+    }
+    return *cache_->discrete_double;
+  }
+
+  Params params_;
+  VectorX<T> dt_;
+  DPLRDiscrete<T> discrete_;
+  std::shared_ptr<Cache> cache_ = std::make_shared<Cache>();
+};
+
+}  // namespace ssm
