@@ -329,7 +329,7 @@ SSM_SCAN_INLINE void scan_lanes_impl(const RealScanProblem<Scalar>& p, Index d0,
   alignas(64) Scalar A[kLaneStackStates * W];
   alignas(64) Scalar dt[kLaneBlock * W], du[kLaneBlock * W], y[kLaneBlock * W];
   alignas(64) Scalar Bl[kLaneStackStates * W], Cl[kLaneStackStates * W];
-  alignas(64) Scalar acc[W];
+  alignas(64) Scalar acc[2 * W];
   // A, and the lane-wise B / C of constant operands, as [n][w].
   for (Index n = 0; n < nc; ++n)
     for (int w = 0; w < W; ++w) {
@@ -370,9 +370,11 @@ SSM_SCAN_INLINE void scan_lanes_impl(const RealScanProblem<Scalar>& p, Index d0,
             Cl[n * W + w] = w < lanes ? p.C.data[p.C.offset(d0 + w, N) + s * p.C.stride + n0 + n] : Scalar(0);
       const Scalar* SSM_RESTRICT Bt = BL ? Bl : p.B.data + p.B.offset(d0, N) + s * p.B.stride + n0;
       const Scalar* SSM_RESTRICT Ct = CL ? Cl : p.C.data + p.C.offset(d0, N) + s * p.C.stride + n0;
-      for (int w = 0; w < W; ++w) acc[w] = Scalar(0);
+      // Two accumulators (even and odd n) halve the length of the dependent chain of additions.
+      for (int w = 0; w < 2 * W; ++w) acc[w] = Scalar(0);
       for (Index n = 0; n < nc; ++n) {
         Scalar* SSM_RESTRICT xn = x + n * W;
+        Scalar* SSM_RESTRICT an_acc = acc + (n & 1) * W;
         const Scalar* SSM_RESTRICT an = A + n * W;
         const Scalar bn = BL ? Scalar(0) : Bt[n];
         const Scalar cn = CL ? Scalar(0) : Ct[n];
@@ -381,10 +383,10 @@ SSM_SCAN_INLINE void scan_lanes_impl(const RealScanProblem<Scalar>& p, Index d0,
           const Scalar c = CL ? Ct[n * W + w] : cn;
           const Scalar xv = fast_exp(dtt[w] * an[w]) * xn[w] + dut[w] * b;
           xn[w] = xv;
-          acc[w] += c * xv;
+          an_acc[w] += c * xv;
         }
       }
-      for (int w = 0; w < W; ++w) y[t * W + w] = acc[w];
+      for (int w = 0; w < W; ++w) y[t * W + w] = acc[w] + acc[W + w];
     }
     // Back to each channel's contiguous column, then skip and gate along time.
     for (int w = 0; w < lanes; ++w) {
