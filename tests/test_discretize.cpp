@@ -3,6 +3,8 @@
 
 #include "ssm/discretize.hpp"
 
+#include <Eigen/LU>
+
 #include <string>
 
 namespace ssm::test {
@@ -126,6 +128,145 @@ TYPED_TEST(DiscretizeTest, DiagonalBadInputsThrow) {
   MatrixXc<T> nan = A;
   nan(1, 2) = std::complex<T>(std::numeric_limits<T>::quiet_NaN(), 0);
   EXPECT_THROW(discretize_diagonal(nan, B, dt, Discretization::zoh), ssm::error);
+}
+
+using MatrixLD = Eigen::Matrix<long double, Eigen::Dynamic, Eigen::Dynamic>;
+
+TYPED_TEST(DiscretizeTest, DenseZOHMatchesTaylorSeriesInLongDouble) {
+  using T = TypeParam;
+  std::mt19937_64 gen(21);
+  for (Index N : {1, 3, 6}) {
+    const MatrixX<T> A = random_normal<T>(N, N, gen);
+    const MatrixX<T> B = random_normal<T>(N, 2, gen);
+    const double dt = 0.3;
+    const auto d = discretize_dense<T>(A, B, dt, Discretization::zoh);
+    // exp(dt A) = sum (dt A)^k / k!, Bbar = sum dt^(k+1) A^k B / (k+1)!: converges fast for |dt A| ~ 1.
+    const MatrixLD a = A.template cast<long double>(), b = B.template cast<long double>();
+    MatrixLD term = MatrixLD::Identity(N, N), expA = MatrixLD::Zero(N, N), phi = MatrixLD::Zero(N, N);
+    for (int k = 0; k < 40; ++k) {
+      expA += term;
+      phi += term * ((long double)dt / (k + 1));  // dt^(k+1) A^k / (k+1)!
+      term = term * a * ((long double)dt / (k + 1));
+    }
+    const MatrixLD bbar = phi * b;
+    const double tol = 20 * double(scalar_traits<T>::epsilon) + 1e-14;
+    SSM_EXPECT_NEAR_REL(d.A_bar.template cast<double>(), expA.template cast<double>(), tol);
+    SSM_EXPECT_NEAR_REL(d.B_bar.template cast<double>(), bbar.template cast<double>(), tol);
+  }
+  // Singular A: ZOH of A = 0 is the integrator, Bbar = dt B.
+  const auto z = discretize_dense<T>(MatrixX<T>::Zero(2, 2), MatrixX<T>::Ones(2, 1), 0.5, Discretization::zoh);
+  SSM_EXPECT_NEAR_REL(z.B_bar.template cast<double>(), MatrixX<double>::Constant(2, 1, 0.5), 1e-15);
+  SSM_EXPECT_NEAR_REL(z.A_bar.template cast<double>(), MatrixX<double>::Identity(2, 2), 1e-15);
+}
+
+TYPED_TEST(DiscretizeTest, DenseBilinearMatchesLongDoubleSolve) {
+  using T = TypeParam;
+  std::mt19937_64 gen(22);
+  const Index N = 5;
+  const MatrixXc<T> A = random_complex<T>(N, N, gen);
+  const MatrixXc<T> B = random_complex<T>(N, 1, gen);
+  const double dt = 0.2;
+  const auto d = discretize_dense<Complex<T>>(A, B, dt, Discretization::bilinear);
+  using CLD = Eigen::Matrix<std::complex<long double>, Eigen::Dynamic, Eigen::Dynamic>;
+  const CLD a = A.template cast<std::complex<long double>>(), b = B.template cast<std::complex<long double>>();
+  const CLD I = CLD::Identity(N, N);
+  const Eigen::FullPivLU<CLD> lu(I - (long double)(dt / 2) * a);
+  const MatrixXc<double> a_bar = lu.solve(I + (long double)(dt / 2) * a).template cast<Complex<double>>();
+  const MatrixXc<double> b_bar = lu.solve((long double)dt * b).template cast<Complex<double>>();
+  const double tol = 50 * double(scalar_traits<T>::epsilon) + 1e-14;
+  SSM_EXPECT_NEAR_REL(d.A_bar.template cast<Complex<double>>(), a_bar, tol);
+  SSM_EXPECT_NEAR_REL(d.B_bar.template cast<Complex<double>>(), b_bar, tol);
+  // Dense ZOH of a diagonal system equals the elementwise formula.
+  MatrixXc<T> diag = MatrixXc<T>::Zero(N, N);
+  for (Index n = 0; n < N; ++n) diag(n, n) = std::complex<T>(T(-0.5 - n), T(n));
+  const auto dz = discretize_dense<Complex<T>>(diag, B, dt, Discretization::zoh);
+  const VectorX<T> dts = VectorX<T>::Constant(N, T(dt));
+  const auto e = discretize_diagonal<T>(diag.diagonal(), B, dts, Discretization::zoh);
+  SSM_EXPECT_NEAR_REL(dz.A_bar.diagonal().template cast<Complex<double>>().eval(), e.A_bar.template cast<Complex<double>>(), tol);
+  SSM_EXPECT_NEAR_REL(dz.B_bar.template cast<Complex<double>>(), e.B_bar.template cast<Complex<double>>(), tol);
+  EXPECT_THROW(discretize_dense<T>(MatrixX<T>::Ones(2, 3), MatrixX<T>::Ones(2, 1), dt, Discretization::zoh), ssm::error);
+  EXPECT_THROW(discretize_dense<T>(MatrixX<T>::Ones(2, 2), MatrixX<T>::Ones(3, 1), dt, Discretization::zoh), ssm::error);
+  EXPECT_THROW(discretize_dense<T>(MatrixX<T>::Ones(2, 2), MatrixX<T>::Ones(2, 1), -1.0, Discretization::zoh), ssm::error);
+  // I - dt/2 A singular: A = (2/dt) I.
+  EXPECT_THROW(discretize_dense<T>(MatrixX<T>::Identity(2, 2) * T(10), MatrixX<T>::Ones(2, 1), 0.2, Discretization::bilinear),
+               ssm::error);
+}
+
+TYPED_TEST(DiscretizeTest, DPLRStepMatchesDenseBilinearOfFullSystem) {
+  using T = TypeParam;
+  std::mt19937_64 gen(23);
+  for (Index rank : {1, 2, 3}) {
+    const Index H = 3, M = 5, N = 2 * M;
+    MatrixXc<T> Lambda = random_complex<T>(H, M, gen);
+    for (Index h = 0; h < H; ++h)
+      for (Index n = 0; n < M; ++n) Lambda(h, n) = std::complex<T>(-std::abs(Lambda(h, n).real()) - T(0.1), Lambda(h, n).imag());
+    LowRank<T> P;
+    for (Index q = 0; q < rank; ++q) P.push_back(random_complex<T>(H, M, gen));
+    const MatrixXc<T> B = random_complex<T>(H, M, gen);
+    VectorX<T> dt(H);
+    dt << T(0.01), T(0.1), T(1.0);
+    const auto d = discretize_dplr(Lambda, P, B, dt);
+    EXPECT_EQ(d.rank(), rank);
+    std::vector<T> scratch(std::size_t(2 * rank));
+    for (Index h = 0; h < H; ++h) {
+      // The full complex system on [x; conj x].
+      MatrixXc<double> A = MatrixXc<double>::Zero(N, N), Pf(N, rank), Bf(N, 1);
+      for (Index n = 0; n < M; ++n) {
+        A(n, n) = std::complex<double>(Lambda(h, n));
+        A(M + n, M + n) = std::conj(std::complex<double>(Lambda(h, n)));
+        Bf(n, 0) = std::complex<double>(B(h, n));
+        Bf(M + n, 0) = std::conj(Bf(n, 0));
+        for (Index q = 0; q < rank; ++q) {
+          Pf(n, q) = std::complex<double>(P[std::size_t(q)](h, n));
+          Pf(M + n, q) = std::conj(Pf(n, q));
+        }
+      }
+      A -= Pf * Pf.adjoint();
+      const auto dense = discretize_dense<Complex<double>>(A, Bf, double(dt(h)), Discretization::bilinear);
+      const MatrixXc<T> x0 = random_complex<T>(M, 1, gen);
+      const T u = T(0.7);
+      VectorXc<double> xf(N);
+      xf << x0.col(0).template cast<Complex<double>>(), x0.col(0).template cast<Complex<double>>().conjugate();
+      const VectorXc<double> expected = dense.A_bar * xf + dense.B_bar.col(0) * double(u);
+      VectorXc<T> x = x0.col(0);
+      d.step(h, x.data(), u, scratch.data());
+      const double tol = std::is_same_v<T, double> ? 1e-12 : 1e-5;
+      SSM_EXPECT_NEAR_REL(x.template cast<Complex<double>>(), expected.head(M).eval(), tol);
+      // The conjugate half is the conjugate: the real-linear reading is consistent.
+      SSM_EXPECT_NEAR_REL(x.template cast<Complex<double>>().conjugate().eval(), expected.tail(M).eval(), tol);
+      // The real 2M x 2M transition matrix is the same map.
+      const MatrixX<double> real = dplr_transition_real(d, h);
+      VectorX<double> xr(N);
+      xr << x0.col(0).real().template cast<double>(), x0.col(0).imag().template cast<double>();
+      const VectorXc<double> ax = (dense.A_bar * xf).head(M);
+      VectorX<double> ax_r(N);
+      ax_r << ax.real(), ax.imag();
+      SSM_EXPECT_NEAR_REL((real * xr).eval(), ax_r, tol);
+    }
+  }
+}
+
+TYPED_TEST(DiscretizeTest, DPLRBadInputsThrow) {
+  using T = TypeParam;
+  const MatrixXc<T> Lambda = MatrixXc<T>::Constant(2, 3, std::complex<T>(-1, 2));
+  const LowRank<T> P{MatrixXc<T>::Ones(2, 3)};
+  const MatrixXc<T> B = MatrixXc<T>::Ones(2, 3);
+  const VectorX<T> dt = VectorX<T>::Constant(2, T(0.1));
+  EXPECT_NO_THROW(discretize_dplr(Lambda, P, B, dt));
+  EXPECT_THROW(discretize_dplr(Lambda, LowRank<T>{}, B, dt), ssm::error);
+  EXPECT_THROW(discretize_dplr(Lambda, LowRank<T>{MatrixXc<T>::Ones(3, 3)}, B, dt), ssm::error);
+  EXPECT_THROW(discretize_dplr<T>(Lambda, P, MatrixXc<T>::Ones(2, 2), dt), ssm::error);
+  EXPECT_THROW(discretize_dplr<T>(Lambda, P, B, VectorX<T>::Constant(2, T(-0.1))), ssm::error);
+  MatrixXc<T> unstable = Lambda;
+  unstable(1, 1) = std::complex<T>(0, 1);
+  try {
+    discretize_dplr(unstable, P, B, dt);
+    FAIL() << "expected ssm::error";
+  } catch (const ssm::error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("discretize_dplr: Lambda"), std::string::npos) << what;
+    EXPECT_NE(what.find("(1, 1)"), std::string::npos) << what;
+  }
 }
 
 }  // namespace
