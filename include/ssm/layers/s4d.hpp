@@ -1,0 +1,316 @@
+#pragma once
+/// \file s4d.hpp
+/// S4D: the diagonal structured state space layer (Gu et al. 2022, "On the Parameterization and
+/// Initialization of Diagonal State Space Models").
+///
+/// H independent channels (one input and one output each), each a diagonal system of N/2 complex
+/// modes; the other N/2 modes are their conjugates, so only one of each pair is kept and the output
+/// takes twice the real part. In continuous time, for channel h and mode n:
+///
+///     x'_n(t) = A[h,n] x_n(t) + B[h,n] u(t),     y(t) = 2 Re sum_n C[h,n] x_n(t) + D[h] u(t).
+///
+/// Discretised with step dt[h] (ZOH or bilinear, see ssm/discretize.hpp) this becomes
+///
+///     x_t = Abar .* x_{t-1} + Bbar u_t,          y_t = 2 Re(C . x_t) + D u_t,
+///
+/// which runs in two modes that read the same parameters:
+/// - convolution: y = K * u + D u with the kernel K[l, h] = 2 Re sum_n C Bbar Abar^l (a Vandermonde
+///   product, ssm/kernels/vandermonde.hpp) applied by FFT; the kernel's spectrum is cached per length;
+/// - recurrence: the diagonal scan (ssm/core/diagonal_scan.hpp) over a whole sequence from a given
+///   state, or `step` one sample at a time (allocation-free), with the state owned by the caller.
+/// And, as S5 does, irregularly sampled sequences: step k lasts dt[h] * interval_k and is discretised
+/// for exactly that length.
+///
+/// Shapes: u and y are L x H (rows are time); the parameters are H x M complex with M = N/2; a
+/// `State` holds M x H complex values (column h is channel h's modes, like the columns of a sequence).
+///
+/// Example:
+/// \code
+///   std::mt19937_64 gen(0);
+///   auto layer = ssm::S4D<float>::initialise(64, 64, ssm::hippo::DiagonalInit::inv, ssm::Discretization::zoh, gen);
+///   ssm::Sequence<float> y = layer.forward(u);                 // u: L x 64, convolution mode
+///   auto state = layer.initial_state();
+///   ssm::Sequence<float> y2 = layer.forward_recurrent(u, state);  // same y; state is now x_L
+///   Eigen::VectorXf out(64);
+///   layer.step(next_sample, state, out);                        // streaming, one step
+/// \endcode
+
+#include "ssm/core/causal_convolution.hpp"
+#include "ssm/core/diagonal_scan.hpp"
+#include "ssm/core/error.hpp"
+#include "ssm/core/types.hpp"
+#include "ssm/discretize.hpp"
+#include "ssm/hippo.hpp"
+#include "ssm/kernels/vandermonde.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <complex>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+
+namespace ssm {
+
+/// The parameters of an S4D layer, in their physical meaning (H channels, M = N/2 modes each).
+template <class T>
+struct S4DParams {
+  MatrixXc<T> A;   ///< H x M: continuous-time eigenvalues, Re A <= 0 (one of each conjugate pair)
+  MatrixXc<T> B;   ///< H x M: input coefficients
+  MatrixXc<T> C;   ///< H x M: output coefficients (the output is 2 Re(C x))
+  VectorX<T> D;    ///< H: skip connection, y += D .* u
+  VectorX<T> dt;   ///< H: step size of each channel, > 0 (PyTorch stores log_dt: pass its exp)
+  Discretization discretization = Discretization::zoh;  ///< how (A, B, dt) become (Abar, Bbar)
+};
+
+/// An S4D layer over scalar `T` (float or double). Immutable once made: the discretised system and
+/// the kernel spectra are caches of the parameters. Copies share the spectrum cache; all const
+/// member functions are safe to call from many threads.
+template <class T>
+class S4D {
+  static_assert(is_supported_scalar_v<T>, "S4D: T must be float or double");
+
+ public:
+  using Params = S4DParams<T>;
+
+  /// Recurrent state of one stream: x is M x H complex (column h: channel h's modes).
+  struct State {
+    MatrixXc<T> x;
+  };
+
+  /// Checks and keeps `params` (throws ssm::error naming the field on a bad shape, a non-finite
+  /// value, dt <= 0, Re A > 0, or dt A = 2 under the bilinear transform), then discretises.
+  explicit S4D(Params params) : p_(std::move(params)), cache_(std::make_shared<SpectrumCache>()) {
+    const char* where = "S4D";
+    const Index H = p_.A.rows(), M = p_.A.cols();
+    check(H >= 1 && M >= 1, where, "A", "H x M with H, M >= 1", shape_string(H, M));
+    check_shape(p_.B, H, M, where, "B", "H x M, the shape of A");
+    check_shape(p_.C, H, M, where, "C", "H x M, the shape of A");
+    check_size(p_.D, H, where, "D", "one per channel (H)");
+    check_size(p_.dt, H, where, "dt", "one per channel (H)");
+    check_finite(p_.A, where, "A");
+    check_finite(p_.B, where, "B");
+    check_finite(p_.C, where, "C");
+    check_finite(p_.D, where, "D");
+    check_all_positive(p_.dt, where, "dt");
+    for (Index m = 0; m < M; ++m)
+      for (Index h = 0; h < H; ++h)
+        check(p_.A(h, m).real() <= 0, where, "A", "Re A <= 0 (stable modes)",
+              detail::concat("A(", h, ", ", m, ") = ", p_.A(h, m)));
+    // Discretised in double (discretize_diagonal checks dt A != 2 for bilinear).
+    const MatrixXc<double> A = p_.A.template cast<std::complex<double>>();
+    const VectorX<double> dt = p_.dt.template cast<double>();
+    const auto d = discretize_diagonal<double>(A, p_.B.template cast<std::complex<double>>(), dt, p_.discretization);
+    a_bar_ = d.A_bar.transpose().template cast<std::complex<T>>();
+    b_bar_ = d.B_bar.transpose().template cast<std::complex<T>>();
+    c_ = p_.C.transpose();
+    weights_ = p_.C.template cast<std::complex<double>>().cwiseProduct(d.B_bar);
+    log_a_bar_.resize(H, M);
+    for (Index m = 0; m < M; ++m)
+      for (Index h = 0; h < H; ++h) {
+        const std::complex<double> z = dt(h) * A(h, m);
+        // log Abar exactly: dt A for ZOH; log((1 + z/2)/(1 - z/2)) = 2 atanh(z/2) for bilinear.
+        log_a_bar_(h, m) = p_.discretization == Discretization::zoh ? z : 2.0 * std::atanh(0.5 * z);
+      }
+  }
+
+  /// A layer initialised as in the S4D paper: A and B from `init` (ssm::hippo::diagonal_init, the same
+  /// for every channel), C complex normal (real and imaginary parts N(0, 1/2)), D standard normal,
+  /// dt log-uniform in [dt_min, dt_max] (ssm::hippo::log_uniform_dt); all drawn from `gen`.
+  /// N is the full state size (even): the layer keeps N/2 modes.
+  static S4D initialise(Index H, Index N, hippo::DiagonalInit init, Discretization method, std::mt19937_64& gen,
+                        double dt_min = 1e-3, double dt_max = 1e-1) {
+    check(H >= 1, "S4D::initialise", "H", ">= 1", detail::concat(H));
+    const hippo::DiagonalModes modes = hippo::diagonal_init(init, N);
+    const Index M = modes.A.size();
+    Params p;
+    p.A = modes.A.transpose().replicate(H, 1).template cast<std::complex<T>>();
+    p.B = modes.B.transpose().replicate(H, 1).template cast<std::complex<T>>();
+    std::normal_distribution<double> normal(0.0, 1.0);
+    const double s = std::sqrt(0.5);
+    p.C.resize(H, M);
+    for (Index m = 0; m < M; ++m)
+      for (Index h = 0; h < H; ++h) p.C(h, m) = std::complex<T>(T(s * normal(gen)), T(s * normal(gen)));
+    p.D.resize(H);
+    for (Index h = 0; h < H; ++h) p.D(h) = T(normal(gen));
+    p.dt = hippo::log_uniform_dt(H, dt_min, dt_max, gen).template cast<T>();
+    p.discretization = method;
+    return S4D(std::move(p));
+  }
+
+  /// The parameters this layer was made from.
+  const Params& params() const { return p_; }
+  /// H: number of channels.
+  Index channels() const { return p_.A.rows(); }
+  /// M = N/2: complex modes per channel.
+  Index modes() const { return p_.A.cols(); }
+  /// N: the real state size (2 M).
+  Index state_size() const { return 2 * modes(); }
+  /// Abar, M x H (column h: channel h), rounded to T from the double discretisation.
+  const MatrixXc<T>& A_bar() const { return a_bar_; }
+  /// Bbar, M x H.
+  const MatrixXc<T>& B_bar() const { return b_bar_; }
+
+  /// The convolution kernel K[l, h] = 2 Re sum_n C[h,n] Bbar[h,n] Abar[h,n]^l, l < L: L x H (without D).
+  Sequence<T> kernel(Index L) const {
+    check(L >= 1, "S4D::kernel", "L", ">= 1", detail::concat(L));
+    return vandermonde_kernel<T>(log_a_bar_, weights_, L);
+  }
+
+  /// The kernel's padded spectrum for inputs of length L, made once per L and cached.
+  std::shared_ptr<const KernelSpectrum<T>> kernel_spectrum(Index L) const {
+    check(L >= 1, "S4D::kernel_spectrum", "L", ">= 1", detail::concat(L));
+    {
+      std::lock_guard<std::mutex> lock(cache_->mutex);
+      auto it = cache_->spectra.find(L);
+      if (it != cache_->spectra.end()) return it->second;
+    }
+    auto made = std::make_shared<const KernelSpectrum<T>>(make_kernel_spectrum<T>(kernel(L), L));
+    std::lock_guard<std::mutex> lock(cache_->mutex);
+    return cache_->spectra.emplace(L, std::move(made)).first->second;  // another thread may have won: keep one
+  }
+
+  /// Convolution mode from the zero state: y = K * u + D .* u. u is L x H (L >= 1); returns L x H.
+  template <class Derived>
+  Sequence<T> forward(const Eigen::MatrixBase<Derived>& u) const {
+    static_assert(std::is_same_v<typename Derived::Scalar, T>, "S4D::forward: u must hold the layer's scalar");
+    check(u.rows() >= 1 && u.cols() == channels(), "S4D::forward", "u",
+          detail::concat("L x ", channels(), " (L x H) with L >= 1"), shape_string(u.rows(), u.cols()));
+    Sequence<T> y = causal_convolution(u, *kernel_spectrum(u.rows()));
+    y += u * p_.D.asDiagonal();
+    return y;
+  }
+
+  /// The zero state (M x H).
+  State initial_state() const { return State{MatrixXc<T>::Zero(modes(), channels())}; }
+
+  /// Recurrent mode over a whole sequence: from `state` (x_{-1}), returns y (L x H) and leaves x_{L-1}
+  /// in `state`, so consecutive calls continue exactly (chunked prefill). u is L x H (L >= 0).
+  template <class Derived>
+  Sequence<T> forward_recurrent(const Eigen::MatrixBase<Derived>& u, State& state) const {
+    static_assert(std::is_same_v<typename Derived::Scalar, T>, "S4D: u must hold the layer's scalar");
+    const char* where = "S4D::forward_recurrent";
+    check(u.cols() == channels(), where, "u", detail::concat("L x ", channels(), " (L x H)"),
+          shape_string(u.rows(), u.cols()));
+    check_state(state, where);
+    const Eigen::Ref<const Sequence<T>> uu(u.derived());
+    return run(uu, nullptr, state);
+  }
+
+  /// Irregular sampling: step k lasts dt[h] * intervals[k] (intervals > 0, L entries) and is discretised
+  /// for that length with the layer's method (ZOH: x_k = exp(tau A) x_{k-1} + (exp(tau A) - 1)/A B u_k,
+  /// tau = dt intervals_k). From `state`, returns y (L x H) and leaves x_{L-1} in `state`. With all
+  /// intervals 1 this is `forward_recurrent`.
+  template <class Derived, class DerivedI>
+  Sequence<T> forward_irregular(const Eigen::MatrixBase<Derived>& u, const Eigen::MatrixBase<DerivedI>& intervals,
+                                State& state) const {
+    static_assert(std::is_same_v<typename Derived::Scalar, T>, "S4D: u must hold the layer's scalar");
+    const char* where = "S4D::forward_irregular";
+    check(u.cols() == channels(), where, "u", detail::concat("L x ", channels(), " (L x H)"),
+          shape_string(u.rows(), u.cols()));
+    check_size(intervals, u.rows(), where, "intervals", "one per time step (L)");
+    check_all_positive(intervals, where, "intervals");
+    check_state(state, where);
+    // Bilinear's singular step (1 - tau A / 2 = 0) needs Re A > 0, which the constructor rejected.
+    const VectorX<double> iv = intervals.template cast<double>();
+    const Eigen::Ref<const Sequence<T>> uu(u.derived());
+    return run(uu, &iv, state);
+  }
+
+  /// One step of the recurrence for all H channels: x = Abar .* x + Bbar u, y = 2 Re(C . x) + D u.
+  /// `u` and `y` have H entries (contiguous or strided: a row of an L x H sequence works); `y` may
+  /// alias `u`. Allocates nothing; shapes are checked (cheaply) every call.
+  void step(const Eigen::Ref<const VectorX<T>, 0, Eigen::InnerStride<>>& u, State& state,
+            Eigen::Ref<VectorX<T>, 0, Eigen::InnerStride<>> y) const {
+    const char* where = "S4D::step";
+    // Messages are built only on failure: a passing check allocates nothing.
+    if (u.size() != channels()) check_size(u, channels(), where, "u", "H");
+    if (y.size() != channels()) check_size(y, channels(), where, "y", "H");
+    check_state(state, where);
+    const Index H = channels(), M = modes();
+    for (Index h = 0; h < H; ++h) {
+      const T uh = u(h);
+      std::complex<T>* x = state.x.col(h).data();
+      const std::complex<T>* a = a_bar_.col(h).data();
+      const std::complex<T>* b = b_bar_.col(h).data();
+      const std::complex<T>* c = c_.col(h).data();
+      T acc = 0;
+      for (Index m = 0; m < M; ++m) {
+        const T xr = a[m].real() * x[m].real() - a[m].imag() * x[m].imag() + b[m].real() * uh;
+        const T xi = a[m].real() * x[m].imag() + a[m].imag() * x[m].real() + b[m].imag() * uh;
+        x[m] = std::complex<T>(xr, xi);
+        acc += c[m].real() * xr - c[m].imag() * xi;
+      }
+      y(h) = 2 * acc + p_.D(h) * uh;
+    }
+  }
+
+ private:
+  struct SpectrumCache {
+    std::mutex mutex;
+    std::map<Index, std::shared_ptr<const KernelSpectrum<T>>> spectra;
+  };
+
+  void check_state(const State& state, const char* where) const {
+    check_shape(state.x, modes(), channels(), where, "state.x", "M x H (modes x channels)");
+  }
+
+  /// The recurrence over u (L x H), time-invariant (intervals == nullptr) or with per-step
+  /// intervals. Time is processed in chunks so the scratch stays O(chunk x M) per thread.
+  Sequence<T> run(const Eigen::Ref<const Sequence<T>>& u, const VectorX<double>* intervals, State& state) const {
+    const Index L = u.rows(), H = channels(), M = modes();
+    Sequence<T> y(L, H);
+    if (L == 0) return y;
+    const Index chunk = std::min<Index>(L, std::max<Index>(256, (Index(1) << 16) / M));
+#if defined(_OPENMP)
+#pragma omp parallel if (H > 1 && L * H * M > (Index(1) << 14))
+#endif
+    {
+      MatrixXc<T> x(chunk, M), a(intervals ? chunk : 0, M);
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+      for (Index h = 0; h < H; ++h) {
+        for (Index t0 = 0; t0 < L; t0 += chunk) {
+          const Index n = std::min(chunk, L - t0);
+          if (intervals) {
+            for (Index m = 0; m < M; ++m) {
+              const std::complex<double> Ahm(p_.A(h, m)), Bhm(p_.B(h, m));
+              for (Index t = 0; t < n; ++t) {
+                std::complex<double> ab, bb;
+                detail::discretize_mode(Ahm, Bhm, double(p_.dt(h)) * (*intervals)(t0 + t), p_.discretization, ab, bb);
+                a(t, m) = std::complex<T>(ab);
+                x(t, m) = std::complex<T>(bb) * u(t0 + t, h);
+              }
+            }
+            diagonal_scan_varying_inplace(a.topRows(n), x.topRows(n), state.x.col(h));
+          } else {
+            for (Index m = 0; m < M; ++m) {
+              const std::complex<T> b = b_bar_(m, h);
+              for (Index t = 0; t < n; ++t) x(t, m) = b * u(t0 + t, h);
+            }
+            diagonal_scan_inplace(a_bar_.col(h), x.topRows(n), state.x.col(h));
+          }
+          T* yh = y.col(h).data() + t0;
+          const T dh = p_.D(h);
+          for (Index t = 0; t < n; ++t) yh[t] = dh * u(t0 + t, h);
+          for (Index m = 0; m < M; ++m) {
+            const T cr = 2 * c_(m, h).real(), ci = 2 * c_(m, h).imag();
+            const std::complex<T>* xm = x.col(m).data();
+            for (Index t = 0; t < n; ++t) yh[t] += cr * xm[t].real() - ci * xm[t].imag();
+          }
+        }
+      }
+    }
+    return y;
+  }
+
+  Params p_;
+  MatrixXc<T> a_bar_, b_bar_, c_;   // M x H, for the recurrence
+  MatrixXc<double> log_a_bar_;      // H x M, for the kernel
+  MatrixXc<double> weights_;        // H x M: C .* Bbar, for the kernel
+  std::shared_ptr<SpectrumCache> cache_;
+};
+
+}  // namespace ssm
