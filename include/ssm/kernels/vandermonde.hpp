@@ -174,7 +174,7 @@ void vandermonde_kernel_into(const Eigen::MatrixBase<DLog>& log_z, const Eigen::
   const Index nb = (L + Bk - 1) / Bk;
   // A column of K is contiguous only when the Ref has unit inner stride (always: Ref's default).
 #if defined(_OPENMP)
-#pragma omp parallel if (H > 1 && H * M * L > (Index(1) << 16))
+#pragma omp parallel if (H > 1 && H * M * L > (Index(1) << 20))
 #endif
   {
     detail::VandermondeScratch<T> scratch{RowMatrixX<T>(nb, 2 * M), MatrixX<T>(2 * M, std::min(Bk, L)),

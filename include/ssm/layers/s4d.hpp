@@ -264,7 +264,7 @@ class S4D {
     if (L == 0) return y;
     const Index chunk = std::min<Index>(L, std::max<Index>(256, (Index(1) << 16) / M));
 #if defined(_OPENMP)
-#pragma omp parallel if (H > 1 && L * H * M > (Index(1) << 14))
+#pragma omp parallel if (H > 1 && L * H * M > (Index(1) << 18))
 #endif
     {
       MatrixXc<T> x(chunk, M), a(intervals ? chunk : 0, M);

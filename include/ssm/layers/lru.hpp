@@ -1,0 +1,332 @@
+#pragma once
+/// \file lru.hpp
+/// The Linear Recurrent Unit (Orvieto et al. 2023, "Resurrecting Recurrent Neural Networks for Long
+/// Sequences"): a diagonal complex recurrence of N modes shared by H input and output channels,
+///
+///     lambda_n = exp(-exp(nu_log_n) + i exp(theta_log_n))       (|lambda| < 1 by construction)
+///     x_t      = lambda .* x_{t-1} + (exp(gamma_log) .* B) u_t    B: N x H complex, u_t: H real
+///     y_t      = Re(C x_t) + D .* u_t                             C: H x N complex, D: H real
+///
+/// The N modes are all kept (no conjugate pairs), so the output is Re(C x), without a factor 2.
+/// gamma_log normalises each mode's input so that its stationary variance under white noise stays
+/// O(1) however close |lambda| is to 1 (gamma = sqrt(1 - |lambda|^2) at initialisation).
+///
+/// Two modes from the same parameters:
+/// - recurrence: the diagonal scan (ssm/core/diagonal_scan.hpp) from a given state, and `step`;
+/// - convolution (the unit is time-invariant): x_n = lambda_n^j * b_n per mode, with b = Bn u; done
+///   in the frequency domain with real FFTs, the powers Re/Im lambda^l coming from the Vandermonde
+///   kernel (ssm/kernels/vandermonde.hpp) and their spectra cached per length. Memory O(L (H + N)).
+///
+/// Shapes: u and y are L x H (rows are time); a `State` holds N complex values.
+///
+/// Example:
+/// \code
+///   std::mt19937_64 gen(0);
+///   auto lru = ssm::LinearRecurrentUnit<double>::initialise(64, 128, gen, 0.9, 0.999);
+///   auto state = lru.initial_state();
+///   ssm::Sequence<double> y = lru.forward_recurrent(u, state);   // u: L x 64; state is now x_L
+///   ssm::Sequence<double> y2 = lru.forward(u);                   // the same y by convolution
+/// \endcode
+
+#include "ssm/core/diagonal_scan.hpp"
+#include "ssm/core/error.hpp"
+#include "ssm/core/fft.hpp"
+#include "ssm/core/causal_convolution.hpp"
+#include "ssm/core/types.hpp"
+#include "ssm/kernels/vandermonde.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <complex>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+
+namespace ssm {
+
+/// The parameters of a Linear Recurrent Unit with H channels and N modes, as the paper trains them.
+template <class T>
+struct LinearRecurrentUnitParams {
+  VectorX<T> nu_log;     ///< N: log of -log|lambda| (the decay rate)
+  VectorX<T> theta_log;  ///< N: log of arg(lambda) (the rotation per step)
+  VectorX<T> gamma_log;  ///< N: log of each mode's input normalisation
+  MatrixXc<T> B;         ///< N x H: input matrix (before normalisation)
+  MatrixXc<T> C;         ///< H x N: output matrix (y = Re(C x))
+  VectorX<T> D;          ///< H: skip connection
+};
+
+/// A Linear Recurrent Unit over scalar `T` (float or double). Immutable once made; lambda and the
+/// normalised B are caches of the parameters (formed in double). Copies share the spectrum cache;
+/// const member functions are safe to call from many threads.
+template <class T>
+class LinearRecurrentUnit {
+  static_assert(is_supported_scalar_v<T>, "LinearRecurrentUnit: T must be float or double");
+
+ public:
+  using Params = LinearRecurrentUnitParams<T>;
+
+  /// Recurrent state of one stream: N complex values.
+  struct State {
+    VectorXc<T> x;
+  };
+
+  /// Checks and keeps `params`: every field finite, nu_log, theta_log, gamma_log of N entries,
+  /// B N x H, C H x N, D H entries (H, N >= 1); throws ssm::error naming the field otherwise.
+  explicit LinearRecurrentUnit(Params params) : p_(std::move(params)), cache_(std::make_shared<SpectrumCache>()) {
+    const char* where = "LinearRecurrentUnit";
+    const Index N = p_.nu_log.size(), H = p_.D.size();
+    check(N >= 1 && (p_.nu_log.cols() == 1 || p_.nu_log.rows() == 1), where, "nu_log", "a vector of N >= 1",
+          shape_string(p_.nu_log.rows(), p_.nu_log.cols()));
+    check(H >= 1 && (p_.D.cols() == 1 || p_.D.rows() == 1), where, "D", "a vector of H >= 1",
+          shape_string(p_.D.rows(), p_.D.cols()));
+    check_size(p_.theta_log, N, where, "theta_log", "N, the size of nu_log");
+    check_size(p_.gamma_log, N, where, "gamma_log", "N, the size of nu_log");
+    check_shape(p_.B, N, H, where, "B", "N x H");
+    check_shape(p_.C, H, N, where, "C", "H x N");
+    check_finite(p_.nu_log, where, "nu_log");
+    check_finite(p_.theta_log, where, "theta_log");
+    check_finite(p_.gamma_log, where, "gamma_log");
+    check_finite(p_.B, where, "B");
+    check_finite(p_.C, where, "C");
+    check_finite(p_.D, where, "D");
+    log_lambda_.resize(N);
+    lambda_.resize(N);
+    b_norm_.resize(N, H);
+    for (Index n = 0; n < N; ++n) {
+      log_lambda_(n) = {-std::exp(double(p_.nu_log(n))), std::exp(double(p_.theta_log(n)))};
+      lambda_(n) = std::complex<T>(std::exp(log_lambda_(n)));
+      const double gamma = std::exp(double(p_.gamma_log(n)));
+      for (Index h = 0; h < H; ++h) b_norm_(n, h) = std::complex<T>(gamma * std::complex<double>(p_.B(n, h)));
+    }
+    b_re_t_ = b_norm_.real().transpose();
+    b_im_t_ = b_norm_.imag().transpose();
+    c_re_t_ = p_.C.real().transpose();
+    c_im_t_ = p_.C.imag().transpose();
+  }
+
+  /// The paper's ring initialisation, drawing from `gen` in this order: u1 (N uniform [0, 1)), u2 (N),
+  /// Re B, Im B (N x H normal, row by row), Re C, Im C (H x N normal, row by row), D (H normal):
+  ///   nu_log    = log(-log(u1 (r_max^2 - r_min^2) + r_min^2) / 2)   (|lambda| uniform on the ring's area)
+  ///   theta_log = log(max_phase u2)
+  ///   gamma_log = log(sqrt(1 - |lambda|^2))
+  ///   B = (normal + i normal) / sqrt(2 H),  C = (normal + i normal) / sqrt(N),  D = normal.
+  /// Requires 0 <= r_min < r_max < 1 and max_phase > 0. Computed in double.
+  static LinearRecurrentUnit initialise(Index H, Index N, std::mt19937_64& gen, double r_min = 0.0,
+                                        double r_max = 1.0 - 1e-3, double max_phase = 6.283185307179586) {
+    const char* where = "LinearRecurrentUnit::initialise";
+    check(H >= 1, where, "H", ">= 1", detail::concat(H));
+    check(N >= 1, where, "N", ">= 1", detail::concat(N));
+    check(r_min >= 0 && r_min < r_max, where, "r_min", detail::concat("0 <= r_min < r_max = ", r_max),
+          detail::concat(r_min));
+    check(r_max < 1, where, "r_max", "< 1 (a stable ring)", detail::concat(r_max));
+    check_positive(max_phase, where, "max_phase");
+    std::uniform_real_distribution<double> uniform(0.0, 1.0);
+    std::normal_distribution<double> normal(0.0, 1.0);
+    Params p;
+    p.nu_log.resize(N);
+    p.theta_log.resize(N);
+    p.gamma_log.resize(N);
+    VectorX<double> u1(N), u2(N);
+    for (Index n = 0; n < N; ++n) u1(n) = uniform(gen);
+    for (Index n = 0; n < N; ++n) u2(n) = uniform(gen);
+    for (Index n = 0; n < N; ++n) {
+      // u2 = 0 would give theta_log = -inf: nudge to the smallest positive double (phase 0 to all digits).
+      const double nu_log = std::log(-0.5 * std::log(u1(n) * (r_max * r_max - r_min * r_min) + r_min * r_min));
+      const double theta_log = std::log(max_phase * std::max(u2(n), std::numeric_limits<double>::min()));
+      const double modulus = std::exp(-std::exp(nu_log));
+      p.nu_log(n) = T(nu_log);
+      p.theta_log(n) = T(theta_log);
+      p.gamma_log(n) = T(0.5 * std::log1p(-modulus * modulus));
+    }
+    auto complex_normal = [&](Index rows, Index cols, double scale) {
+      MatrixX<double> re(rows, cols), im(rows, cols);
+      for (Index r = 0; r < rows; ++r)
+        for (Index c = 0; c < cols; ++c) re(r, c) = normal(gen);
+      for (Index r = 0; r < rows; ++r)
+        for (Index c = 0; c < cols; ++c) im(r, c) = normal(gen);
+      MatrixXc<T> out(rows, cols);
+      for (Index c = 0; c < cols; ++c)
+        for (Index r = 0; r < rows; ++r) out(r, c) = std::complex<T>(T(re(r, c) * scale), T(im(r, c) * scale));
+      return out;
+    };
+    p.B = complex_normal(N, H, 1.0 / std::sqrt(2.0 * double(H)));
+    p.C = complex_normal(H, N, 1.0 / std::sqrt(double(N)));
+    p.D.resize(H);
+    for (Index h = 0; h < H; ++h) p.D(h) = T(normal(gen));
+    return LinearRecurrentUnit(std::move(p));
+  }
+
+  /// The parameters this unit was made from.
+  const Params& params() const { return p_; }
+  /// H: input and output channels.
+  Index channels() const { return p_.D.size(); }
+  /// N: complex modes (the state size).
+  Index state_size() const { return p_.nu_log.size(); }
+  /// lambda (N): exp(-exp(nu_log) + i exp(theta_log)), formed in double and rounded to T.
+  const VectorXc<T>& lambda() const { return lambda_; }
+  /// The normalised input matrix exp(gamma_log) .* B (N x H).
+  const MatrixXc<T>& B_normalised() const { return b_norm_; }
+
+  /// The zero state (N).
+  State initial_state() const { return State{VectorXc<T>::Zero(state_size())}; }
+
+  /// Recurrent mode over a whole sequence: from `state` (x_{-1}), returns y (L x H) and leaves x_{L-1}
+  /// in `state`. u is L x H (L >= 0). Time is processed in chunks (scratch O(chunk x (N + H))).
+  template <class Derived>
+  Sequence<T> forward_recurrent(const Eigen::MatrixBase<Derived>& u, State& state) const {
+    static_assert(std::is_same_v<typename Derived::Scalar, T>, "LinearRecurrentUnit: u must hold the unit's scalar");
+    const char* where = "LinearRecurrentUnit::forward_recurrent";
+    check(u.cols() == channels(), where, "u", detail::concat("L x ", channels(), " (L x H)"),
+          shape_string(u.rows(), u.cols()));
+    check_state(state, where);
+    const Eigen::Ref<const Sequence<T>> uu(u.derived());
+    const Index L = uu.rows(), H = channels(), N = state_size();
+    Sequence<T> y(L, H);
+    if (L == 0) return y;
+    const Index chunk = std::min<Index>(L, std::max<Index>(1024, (Index(1) << 17) / N));
+    MatrixX<T> xr(chunk, N), xi(chunk, N);
+    MatrixXc<T> x(chunk, N);
+    for (Index t0 = 0; t0 < L; t0 += chunk) {
+      const Index n = std::min(chunk, L - t0);
+      const auto u_chunk = uu.middleRows(t0, n);
+      // b_t = Bn u_t for every step of the chunk: two real GEMMs.
+      xr.topRows(n).noalias() = u_chunk * b_re_t_;
+      xi.topRows(n).noalias() = u_chunk * b_im_t_;
+      for (Index m = 0; m < N; ++m)
+        for (Index t = 0; t < n; ++t) x(t, m) = std::complex<T>(xr(t, m), xi(t, m));
+      diagonal_scan_inplace(lambda_, x.topRows(n), state.x);
+      xr.topRows(n) = x.topRows(n).real();
+      xi.topRows(n) = x.topRows(n).imag();
+      // y_t = Re(C x_t) + D u_t = Re(x_t) Re(C)^T - Im(x_t) Im(C)^T + D u_t.
+      auto y_chunk = y.middleRows(t0, n);
+      y_chunk.noalias() = xr.topRows(n) * c_re_t_;
+      y_chunk.noalias() -= xi.topRows(n) * c_im_t_;
+      y_chunk.noalias() += u_chunk * p_.D.asDiagonal();
+    }
+    return y;
+  }
+
+  /// One step: x = lambda .* x + Bn u, y = Re(C x) + D u. `u` and `y` have H entries (a row of an
+  /// L x H sequence works); `y` must not alias `u`. Allocates nothing.
+  void step(const Eigen::Ref<const VectorX<T>, 0, Eigen::InnerStride<>>& u, State& state,
+            Eigen::Ref<VectorX<T>, 0, Eigen::InnerStride<>> y) const {
+    const char* where = "LinearRecurrentUnit::step";
+    // Messages are built only on failure: a passing check allocates nothing.
+    if (u.size() != channels()) check_size(u, channels(), where, "u", "H");
+    if (y.size() != channels()) check_size(y, channels(), where, "y", "H");
+    check_state(state, where);
+    const Index H = channels(), N = state_size();
+    for (Index n = 0; n < N; ++n) {
+      T br = 0, bi = 0;
+      for (Index h = 0; h < H; ++h) {
+        br += b_re_t_(h, n) * u(h);
+        bi += b_im_t_(h, n) * u(h);
+      }
+      const std::complex<T> a = lambda_(n), x = state.x(n);
+      state.x(n) = std::complex<T>(a.real() * x.real() - a.imag() * x.imag() + br,
+                                   a.real() * x.imag() + a.imag() * x.real() + bi);
+    }
+    for (Index h = 0; h < H; ++h) {
+      T acc = p_.D(h) * u(h);
+      for (Index n = 0; n < N; ++n) acc += c_re_t_(n, h) * state.x(n).real() - c_im_t_(n, h) * state.x(n).imag();
+      y(h) = acc;
+    }
+  }
+
+  /// Re(lambda^l) and Im(lambda^l), l < L, as an L x 2N sequence (columns n and N + n): the impulse
+  /// responses of the modes, from the Vandermonde kernel with the exact log lambda.
+  Sequence<T> mode_kernels(Index L) const {
+    check(L >= 1, "LinearRecurrentUnit::mode_kernels", "L", ">= 1", detail::concat(L));
+    const Index N = state_size();
+    MatrixXc<double> logs(2 * N, 1), weights(2 * N, 1);
+    for (Index n = 0; n < N; ++n) {
+      logs(n, 0) = logs(N + n, 0) = log_lambda_(n);
+      weights(n, 0) = {0.5, 0.0};       // 2 Re(z / 2) = Re z
+      weights(N + n, 0) = {0.0, -0.5};  // 2 Re(-i z / 2) = Im z
+    }
+    return vandermonde_kernel<T>(logs, weights, L);
+  }
+
+  /// Convolution mode from the zero state: the same y as `forward_recurrent` from `initial_state()`.
+  /// u is L x H (L >= 1).
+  template <class Derived>
+  Sequence<T> forward(const Eigen::MatrixBase<Derived>& u) const {
+    static_assert(std::is_same_v<typename Derived::Scalar, T>, "LinearRecurrentUnit: u must hold the unit's scalar");
+    const char* where = "LinearRecurrentUnit::forward";
+    check(u.rows() >= 1 && u.cols() == channels(), where, "u",
+          detail::concat("L x ", channels(), " (L x H) with L >= 1"), shape_string(u.rows(), u.cols()));
+    const Index L = u.rows(), H = channels(), N = state_size();
+    const auto spectra = kernel_spectrum(L);  // (bins x 2N): [Re lambda^l | Im lambda^l], scaled by 1/n
+    const Index n = spectra->fft_size, bins = n / 2 + 1;
+    const auto plan = fft::real_fft<T>(n);
+    // U: the inputs' spectra, bins x H.
+    MatrixXc<T> U(bins, H);
+    fft::Buffer<T> padded(n);
+    fft::Buffer<std::complex<T>> work(bins);
+    for (Index h = 0; h < H; ++h) {
+      for (Index t = 0; t < L; ++t) padded[t] = u(t, h);
+      std::fill(padded.data() + L, padded.data() + n, T(0));
+      plan->forward(padded, work);
+      for (Index b = 0; b < bins; ++b) U(b, h) = work[b];
+    }
+    // Per block of frequency bins: BR = U Re(Bn)^T, BI = U Im(Bn)^T (spectra of the real and imaginary
+    // parts of b = Bn u), X = lambda^l * b per mode, Y = XR Re(C)^T - XI Im(C)^T.
+    const MatrixXc<T> br_t = b_re_t_.template cast<std::complex<T>>(), bi_t = b_im_t_.template cast<std::complex<T>>();
+    const MatrixXc<T> cr_t = c_re_t_.template cast<std::complex<T>>(), ci_t = c_im_t_.template cast<std::complex<T>>();
+    MatrixXc<T> Y(bins, H);
+    const Index block = std::min<Index>(bins, 512);
+    MatrixXc<T> BR(block, N), BI(block, N), XR(block, N), XI(block, N);
+    for (Index b0 = 0; b0 < bins; b0 += block) {
+      const Index nb = std::min(block, bins - b0);
+      BR.topRows(nb).noalias() = U.middleRows(b0, nb) * br_t;
+      BI.topRows(nb).noalias() = U.middleRows(b0, nb) * bi_t;
+      const auto KR = spectra->spectrum.block(b0, 0, nb, N).array();
+      const auto KI = spectra->spectrum.block(b0, N, nb, N).array();
+      XR.topRows(nb).array() = KR * BR.topRows(nb).array() - KI * BI.topRows(nb).array();
+      XI.topRows(nb).array() = KR * BI.topRows(nb).array() + KI * BR.topRows(nb).array();
+      Y.middleRows(b0, nb).noalias() = XR.topRows(nb) * cr_t;
+      Y.middleRows(b0, nb).noalias() -= XI.topRows(nb) * ci_t;
+    }
+    Sequence<T> y(L, H);
+    for (Index h = 0; h < H; ++h) {
+      for (Index b = 0; b < bins; ++b) work[b] = Y(b, h);
+      plan->inverse(work, padded);
+      for (Index t = 0; t < L; ++t) y(t, h) = padded[t] + p_.D(h) * u(t, h);
+    }
+    return y;
+  }
+
+  /// The cached spectra of `mode_kernels(L)`, padded for inputs of length L.
+  std::shared_ptr<const KernelSpectrum<T>> kernel_spectrum(Index L) const {
+    check(L >= 1, "LinearRecurrentUnit::kernel_spectrum", "L", ">= 1", detail::concat(L));
+    {
+      std::lock_guard<std::mutex> lock(cache_->mutex);
+      auto it = cache_->spectra.find(L);
+      if (it != cache_->spectra.end()) return it->second;
+    }
+    auto made = std::make_shared<const KernelSpectrum<T>>(make_kernel_spectrum<T>(mode_kernels(L), L));
+    std::lock_guard<std::mutex> lock(cache_->mutex);
+    return cache_->spectra.emplace(L, std::move(made)).first->second;
+  }
+
+ private:
+  struct SpectrumCache {
+    std::mutex mutex;
+    std::map<Index, std::shared_ptr<const KernelSpectrum<T>>> spectra;
+  };
+
+  void check_state(const State& state, const char* where) const {
+    if (state.x.size() != state_size() || state.x.cols() != 1) check_size(state.x, state_size(), where, "state.x", "N");
+  }
+
+  Params p_;
+  VectorXc<double> log_lambda_;  // N: -exp(nu_log) + i exp(theta_log), exact
+  VectorXc<T> lambda_;           // N
+  MatrixXc<T> b_norm_;           // N x H: exp(gamma_log) .* B
+  MatrixX<T> b_re_t_, b_im_t_;   // H x N: Re and Im of b_norm_^T
+  MatrixX<T> c_re_t_, c_im_t_;   // N x H: Re and Im of C^T
+  std::shared_ptr<SpectrumCache> cache_;
+};
+
+}  // namespace ssm
