@@ -30,79 +30,81 @@ namespace ssm::kernels {
 
 namespace detail {
 
-/// Per-mode constants of the folded Cauchy sum for NV vectors: a = -2 Re(Lambda), c = |Lambda|^2, and p, q.
-struct CauchyModes {
-  Index NV = 0;
-  std::vector<double> a2, c, p, q;  // p, q: mode-major, NV per mode
+/// The folded Cauchy sums of one channel over a block of nodes, as one matrix product:
+/// with den_n(s) = (c_n - s^2) + i a2_n s (c = |Lambda|^2, a2 = -2 Re Lambda), X + i Y = 1/den (nodes x M),
+/// and the per-mode numerator coefficients PQ = [p_0 .. p_{NV-1}, q_0 .. q_{NV-1}] (M x 2 NV),
+///   [X; Y] PQ = [Re U, Re V; Im U, Im V],   U_j = sum_n p_jn / den_n,  V_j = sum_n q_jn / den_n,
+/// and k_j(s) = U_j + i s V_j. The reciprocals are a contiguous, vectorisable loop; the sums a GEMM.
+struct CauchyBlock {
+  MatrixX<double> XY;      ///< 2 NB x M
+  MatrixX<double> sums;    ///< 2 NB x 2 NV
+  VectorX<double> a2, c;   ///< M
+  MatrixX<double> PQ;      ///< M x 2 NV
+
+  CauchyBlock(Index NB, Index M, Index NV) : XY(2 * NB, M), sums(2 * NB, 2 * NV), a2(M), c(M), PQ(M, 2 * NV) {}
+
+  /// Fills `sums` for the `count` <= NB nodes with abscissae s[0 .. count).
+  void evaluate(const double* s, Index count) {
+    const Index NB = XY.rows() / 2, M = XY.cols();
+    for (Index n = 0; n < M; ++n) {
+      double* x = XY.col(n).data();
+      double* y = x + NB;
+      const double cn = c(n), an = a2(n);
+      for (Index i = 0; i < count; ++i) {
+        const double dr = cn - s[i] * s[i];
+        const double di = an * s[i];
+        const double inv = 1.0 / (dr * dr + di * di);
+        x[i] = dr * inv;
+        y[i] = -di * inv;
+      }
+      for (Index i = count; i < NB; ++i) x[i] = y[i] = 0.0;
+    }
+    sums.noalias() = XY * PQ;
+  }
 };
 
-/// Accumulates, for W nodes with s[i], s2[i] = s[i]^2, the sums U_j = sum_n p_jn/den_n, V_j = sum_n q_jn/den_n
-/// (complex; den_n = (c_n - s^2) + i a2_n s). out layout: [j][0: Ure, 1: Uim, 2: Vre, 3: Vim][i].
-template <int NV, int W>
-inline void cauchy_block(const CauchyModes& m, Index M, const double* s, const double* s2, double* out) {
-  double acc[NV][4][W];
-  for (int j = 0; j < NV; ++j)
-    for (int c = 0; c < 4; ++c)
-      for (int i = 0; i < W; ++i) acc[j][c][i] = 0.0;
-  for (Index n = 0; n < M; ++n) {
-    const double a2 = m.a2[std::size_t(n)], cn = m.c[std::size_t(n)];
-    const double* p = &m.p[std::size_t(n * NV)];
-    const double* q = &m.q[std::size_t(n * NV)];
-    double x[W], y[W];
-#if defined(_OPENMP)
-#pragma omp simd
-#endif
-    for (int i = 0; i < W; ++i) {
-      const double dr = cn - s2[i];
-      const double di = a2 * s[i];
-      const double inv = 1.0 / (dr * dr + di * di);
-      x[i] = dr * inv;   // 1/den = (dr - i di) / |den|^2
-      y[i] = -di * inv;
-    }
-    for (int j = 0; j < NV; ++j) {
-      const double pj = p[j], qj = q[j];
-#if defined(_OPENMP)
-#pragma omp simd
-#endif
-      for (int i = 0; i < W; ++i) {
-        acc[j][0][i] += pj * x[i];
-        acc[j][1][i] += pj * y[i];
-        acc[j][2][i] += qj * x[i];
-        acc[j][3][i] += qj * y[i];
-      }
-    }
-  }
-  for (int j = 0; j < NV; ++j)
-    for (int c = 0; c < 4; ++c)
-      for (int i = 0; i < W; ++i) out[(j * 4 + c) * W + i] = acc[j][c][i];
-}
-
-/// Runtime-NV version of `cauchy_block` for ranks above 2.
+/// Rank-1 fast path: the folded Cauchy sums and the Woodbury reduction for W nodes at once, with the
+/// W lanes in SIMD registers (W = the packet size of the instruction set Eigen is compiled for)
+/// and no complex library calls. Inputs per mode n: a2 = -2 Re Lambda, c = |Lambda|^2, p[4], q[4]
+/// (vectors 00, 01, 10, 11). Writes Khat / L at the W nodes into re, im.
 template <int W>
-inline void cauchy_block_dynamic(const CauchyModes& m, Index M, const double* s, const double* s2, double* out) {
-  const Index NV = m.NV;
-  std::fill(out, out + NV * 4 * W, 0.0);
+inline void cauchy_rank1_block(const double* a2, const double* c, const double* p, const double* q, Index M,
+                               const double* s_in, const double* t_in, double inv_L, double* re, double* im) {
+  using A = Eigen::Array<double, W, 1>;
+  const A s = Eigen::Map<const A>(s_in), s2 = s * s;
+  A acc[16];
+  for (auto& v : acc) v.setZero();
   for (Index n = 0; n < M; ++n) {
-    const double a2 = m.a2[std::size_t(n)], cn = m.c[std::size_t(n)];
-    double x[W], y[W];
-    for (int i = 0; i < W; ++i) {
-      const double dr = cn - s2[i];
-      const double di = a2 * s[i];
-      const double inv = 1.0 / (dr * dr + di * di);
-      x[i] = dr * inv;
-      y[i] = -di * inv;
-    }
-    for (Index j = 0; j < NV; ++j) {
-      const double pj = m.p[std::size_t(n * NV + j)], qj = m.q[std::size_t(n * NV + j)];
-      double* o = out + j * 4 * W;
-      for (int i = 0; i < W; ++i) {
-        o[i] += pj * x[i];
-        o[W + i] += pj * y[i];
-        o[2 * W + i] += qj * x[i];
-        o[3 * W + i] += qj * y[i];
-      }
+    const A dr = c[n] - s2;
+    const A di = a2[n] * s;
+    const A inv = (dr * dr + di * di).inverse();
+    const A x = dr * inv, y = -di * inv;
+    const double* pn = p + 4 * n;
+    const double* qn = q + 4 * n;
+    for (int j = 0; j < 4; ++j) {
+      acc[4 * j + 0] += pn[j] * x;
+      acc[4 * j + 1] += pn[j] * y;
+      acc[4 * j + 2] += qn[j] * x;
+      acc[4 * j + 3] += qn[j] * y;
     }
   }
+  // k_j = U_j + i s V_j, U = acc[4j] + i acc[4j+1], V = acc[4j+2] + i acc[4j+3].
+  A kr[4], ki[4];
+  for (int j = 0; j < 4; ++j) {
+    kr[j] = acc[4 * j] - s * acc[4 * j + 3];
+    ki[j] = acc[4 * j + 1] + s * acc[4 * j + 2];
+  }
+  // reduced = k00 - k01 k10 / (1 + k11)
+  const A nr = kr[1] * kr[2] - ki[1] * ki[2], ni = kr[1] * ki[2] + ki[1] * kr[2];
+  const A dr = 1.0 + kr[3], di = ki[3];
+  const A inv = (dr * dr + di * di).inverse();
+  const A qr = (nr * dr + ni * di) * inv, qi = (ni * dr - nr * di) * inv;
+  const A rr = kr[0] - qr, ri = ki[0] - qi;
+  // times 2/(1+z) = 1 + i tan(pi k / L), and 1/L for the unnormalised inverse FFT.
+  const A t = Eigen::Map<const A>(t_in);
+  Eigen::Map<A> out_re(re), out_im(im);
+  out_re = (rr - t * ri) * inv_L;
+  out_im = (ri + t * rr) * inv_L;
 }
 
 /// Solves (I + k11) X = k10 in place for an r x r complex system (partial pivoting), then returns
@@ -148,6 +150,10 @@ inline std::complex<double> woodbury(std::complex<double> k00, const std::comple
 
 }  // namespace detail
 
+template <class T>
+void dplr_kernel_into(const MatrixXc<T>& Lambda, const LowRank<T>& P, const MatrixXc<T>& B,
+                      const MatrixXc<T>& C_tilde, const VectorX<T>& dt, Eigen::Ref<MatrixX<T>> K);
+
 /// The S4 DPLR convolution kernels (see the file comment): returns K, L x H (column h is channel h's
 /// kernel K_l = 2 Re(C Abar^l Bbar), l = 0 .. L-1), given C_tilde = C (I - Abar^L) for this L
 /// (`dplr_c_tilde`). Lambda, B, C_tilde: H x M; P: rank matrices H x M (`LowRank`); dt: H entries > 0;
@@ -155,8 +161,22 @@ inline std::complex<double> woodbury(std::complex<double> k00, const std::comple
 template <class T>
 MatrixX<T> dplr_kernel(const MatrixXc<T>& Lambda, const LowRank<T>& P, const MatrixXc<T>& B,
                        const MatrixXc<T>& C_tilde, const VectorX<T>& dt, Index L) {
+  check(L >= 1 && L <= (Index(1) << 30), "dplr_kernel", "L", "a length in [1, 2^30]", ssm::detail::concat(L));
+  MatrixX<T> K(L, Lambda.rows());
+  dplr_kernel_into<T>(Lambda, P, B, C_tilde, dt, K);
+  return K;
+}
+
+/// As `dplr_kernel`, writing into caller-owned storage K (L x H, L = K.rows()): lets a caller reuse one
+/// buffer across calls (a fresh multi-megabyte result costs page faults comparable to the sums themselves).
+template <class T>
+void dplr_kernel_into(const MatrixXc<T>& Lambda, const LowRank<T>& P, const MatrixXc<T>& B,
+                      const MatrixXc<T>& C_tilde, const VectorX<T>& dt, Eigen::Ref<MatrixX<T>> K) {
   static_assert(is_supported_scalar_v<T>, "T must be float or double");
   const char* where = "dplr_kernel";
+  const Index L = K.rows();
+  check(K.cols() == Lambda.rows(), where, "K", ssm::detail::concat("L x ", Lambda.rows(), " (one column per channel)"),
+        shape_string(K.rows(), K.cols()));
   check_dplr(Lambda, P, B, dt, where);
   check_shape(C_tilde, Lambda.rows(), Lambda.cols(), where, "C_tilde", "H x M, the shape of Lambda");
   check_finite(C_tilde, where, "C_tilde");
@@ -165,26 +185,22 @@ MatrixX<T> dplr_kernel(const MatrixXc<T>& Lambda, const LowRank<T>& P, const Mat
   const Index bins = L / 2 + 1;
   const bool has_nyquist = L % 2 == 0;
   const Index regular = has_nyquist ? bins - 1 : bins;  // nodes with a finite g
-  constexpr int W = 8;
-  const Index blocks = (regular + W - 1) / W;
+  const Index NB = std::min<Index>(256, regular);
+  constexpr Index FW = Eigen::internal::packet_traits<double>::size;  // lanes of the rank-1 fast path  // nodes per block: the block's [X; Y] stays in L2
   const auto plan = fft::real_fft<T>(L);
-  MatrixX<T> K(L, H);
   const double pi = 3.14159265358979323846;
   // tan(pi k / L) for the regular nodes, shared by all channels (padded to whole blocks).
-  std::vector<double> tan_k(std::size_t(blocks * W), 0.0);
+  std::vector<double> tan_k(static_cast<std::size_t>(bins), 0.0);
   for (Index k = 0; k < regular; ++k) tan_k[std::size_t(k)] = std::tan(pi * double(k) / double(L));
 
 #if defined(_OPENMP)
 #pragma omp parallel if (H > 1 && H * L * M > 65536)
 #endif
   {
-    detail::CauchyModes modes;
-    modes.NV = NV;
-    modes.a2.resize(std::size_t(M));
-    modes.c.resize(std::size_t(M));
-    modes.p.resize(std::size_t(M * NV));
-    modes.q.resize(std::size_t(M * NV));
-    std::vector<double> s(W), s2(W), block(static_cast<std::size_t>(NV * 4 * W));
+    detail::CauchyBlock cauchy(NB, M, NV);
+    std::vector<double> fast_a2(static_cast<std::size_t>(M)), fast_c(static_cast<std::size_t>(M));
+    std::vector<double> fast_p(static_cast<std::size_t>(4 * M)), fast_q(static_cast<std::size_t>(4 * M));
+    std::vector<double> s(static_cast<std::size_t>(NB));
     std::vector<std::complex<double>> k(static_cast<std::size_t>(NV)), work(static_cast<std::size_t>(r * (r + 1)));
     std::vector<std::complex<double>> k10(static_cast<std::size_t>(r)), k11(static_cast<std::size_t>(r * r));
     std::vector<std::complex<double>> b_side(static_cast<std::size_t>(1 + r)), c_side(static_cast<std::size_t>(1 + r));
@@ -197,8 +213,8 @@ MatrixX<T> dplr_kernel(const MatrixXc<T>& Lambda, const LowRank<T>& P, const Mat
       const double step = double(dt(h));
       for (Index n = 0; n < M; ++n) {
         const std::complex<double> lambda(Lambda(h, n));
-        modes.a2[std::size_t(n)] = -2.0 * lambda.real();
-        modes.c[std::size_t(n)] = std::norm(lambda);
+        cauchy.a2(n) = -2.0 * lambda.real();
+        cauchy.c(n) = std::norm(lambda);
         b_side[0] = std::complex<double>(B(h, n));
         c_side[0] = std::complex<double>(C_tilde(h, n));
         for (Index q = 0; q < r; ++q) {
@@ -208,39 +224,53 @@ MatrixX<T> dplr_kernel(const MatrixXc<T>& Lambda, const LowRank<T>& P, const Mat
         for (Index i = 0; i <= r; ++i)
           for (Index j = 0; j <= r; ++j) {
             const std::complex<double> v = c_side[std::size_t(i)] * b_side[std::size_t(j)];
-            const std::size_t idx = std::size_t(n * NV + i * (1 + r) + j);
-            modes.q[idx] = 2.0 * v.real();
-            modes.p[idx] = -2.0 * (v * std::conj(lambda)).real();
+            const Index idx = i * (1 + r) + j;
+            cauchy.PQ(n, idx) = -2.0 * (v * std::conj(lambda)).real();  // p
+            cauchy.PQ(n, NV + idx) = 2.0 * v.real();                    // q
           }
       }
-      for (Index blk = 0; blk < blocks; ++blk) {
-        for (int i = 0; i < W; ++i) {
-          s[std::size_t(i)] = (2.0 / step) * tan_k[std::size_t(blk * W + i)];
-          s2[std::size_t(i)] = s[std::size_t(i)] * s[std::size_t(i)];
+      if (r == 1) {
+        for (Index n = 0; n < M; ++n) {
+          fast_a2[std::size_t(n)] = cauchy.a2(n);
+          fast_c[std::size_t(n)] = cauchy.c(n);
+          for (Index j = 0; j < 4; ++j) {
+            fast_p[std::size_t(4 * n + j)] = cauchy.PQ(n, j);
+            fast_q[std::size_t(4 * n + j)] = cauchy.PQ(n, 4 + j);
+          }
         }
-        if (r == 1) {
-          detail::cauchy_block<4, W>(modes, M, s.data(), s2.data(), block.data());
-        } else if (r == 2) {
-          detail::cauchy_block<9, W>(modes, M, s.data(), s2.data(), block.data());
-        } else {
-          detail::cauchy_block_dynamic<W>(modes, M, s.data(), s2.data(), block.data());
+        for (Index start = 0; start < regular; start += FW) {
+          double sv[FW], tv[FW], re[FW], im[FW];
+          for (Index i = 0; i < FW; ++i) {
+            const Index node = std::min(start + i, regular - 1);  // pad the last block with a valid node
+            tv[i] = tan_k[std::size_t(node)];
+            sv[i] = (2.0 / step) * tv[i];
+          }
+          detail::cauchy_rank1_block<FW>(fast_a2.data(), fast_c.data(), fast_p.data(), fast_q.data(), M, sv, tv,
+                                         1.0 / double(L), re, im);
+          const Index count = std::min<Index>(FW, regular - start);
+          for (Index i = 0; i < count; ++i) spectrum[start + i] = std::complex<T>(T(re[i]), T(im[i]));
         }
-        const Index count = std::min<Index>(W, regular - blk * W);
+      }
+      for (Index start = 0; r != 1 && start < regular; start += NB) {
+        const Index count = std::min<Index>(NB, regular - start);
+        for (Index i = 0; i < count; ++i) s[std::size_t(i)] = (2.0 / step) * tan_k[std::size_t(start + i)];
+        cauchy.evaluate(s.data(), count);
+        const MatrixX<double>& sums = cauchy.sums;
         for (Index i = 0; i < count; ++i) {
           const double si = s[std::size_t(i)];
           for (Index j = 0; j < NV; ++j) {
-            const double* o = &block[std::size_t(j * 4 * W)];
             // k_j = U_j + i s V_j
-            k[std::size_t(j)] = {o[i] - si * o[3 * W + i], o[W + i] + si * o[2 * W + i]};
+            const std::complex<double> U(sums(i, j), sums(NB + i, j)), V(sums(i, NV + j), sums(NB + i, NV + j));
+            k[std::size_t(j)] = U + std::complex<double>(0.0, si) * V;
           }
-          // Layout of k: index i*(1+r)+j; row 0 = C-side C_tilde, rows 1.. = conj(P_q).
+          // k is (1+r) x (1+r) row-major: row 0 on the C_tilde side, rows 1.. on the conj(P_q) side.
           const std::complex<double>* k01 = &k[1];
           for (Index q = 0; q < r; ++q) {
             k10[std::size_t(q)] = k[std::size_t((1 + q) * (1 + r))];
             for (Index t = 0; t < r; ++t) k11[std::size_t(q * r + t)] = k[std::size_t((1 + q) * (1 + r) + 1 + t)];
           }
           const std::complex<double> reduced = detail::woodbury(k[0], k01, k10.data(), k11.data(), r, work.data());
-          const Index node = blk * W + i;
+          const Index node = start + i;
           const std::complex<double> factor(1.0, tan_k[std::size_t(node)]);  // 2 / (1 + z_k)
           spectrum[node] = std::complex<T>(factor * reduced / double(L));
         }
@@ -254,7 +284,6 @@ MatrixX<T> dplr_kernel(const MatrixXc<T>& Lambda, const LowRank<T>& P, const Mat
       for (Index l = 0; l < L; ++l) K(l, h) = kernel[l];
     }
   }
-  return K;
 }
 
 /// C_tilde = C (I - Abar^L) for each channel, as the complex row with 2 Re(C_tilde x) = 2 Re(C x) - 2 Re(C Abar^L x)
