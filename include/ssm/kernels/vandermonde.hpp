@@ -32,6 +32,7 @@
 #include <cmath>
 #include <complex>
 #include <limits>
+#include <type_traits>
 
 namespace ssm {
 
@@ -46,7 +47,8 @@ inline Index vandermonde_block(Index L) {
 
 template <class T>
 inline T flush_tiny(double v) {
-  static const double tiny = std::sqrt(double(std::numeric_limits<T>::min()));
+  // sqrt of the smallest normal T: 2^-63 (float), 2^-511 (double).
+  constexpr double tiny = std::is_same_v<T, float> ? 1.0842021724855044e-19 : 1.4916681462400413e-154;
   return std::abs(v) < tiny ? T(0) : static_cast<T>(v);
 }
 
