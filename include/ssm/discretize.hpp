@@ -164,52 +164,61 @@ using LowRank = std::vector<MatrixXc<T>>;
 ///   x_k = (2/dt - A)^{-1} [ (2/dt + A) x_{k-1} + 2 B u_k ],
 /// and (2/dt - A)^{-1} = (diag(1/D) + P 2Re(P^* .))^{-1} by Woodbury: y = D (w - P 2 Re(R w)), with
 ///   D = 1 / (2/dt - Lambda),   R = (I_r + 2 Re(P^* diag(D) P))^{-1} P^* diag(D)   (r x M, real r x r inverse).
-/// Arrays are per channel (rows h), M columns; rank-indexed ones are vectors of H x M matrices.
+/// Layout: unlike the parameters (H x M), every array here is M x H, column h holding channel h's modes
+/// contiguously, which is what the per-channel step reads; rank-indexed ones are vectors of M x H matrices.
 template <class T>
 struct DPLRDiscrete {
-  MatrixXc<T> D;   ///< H x M: 1 / (2/dt - Lambda)
-  MatrixXc<T> E;   ///< H x M: 2/dt + Lambda
-  MatrixXc<T> B2;  ///< H x M: 2 B (so that D-side Woodbury applied to it gives Bbar)
-  LowRank<T> P;    ///< rank x (H x M): the low-rank factor
-  LowRank<T> R;    ///< rank x (H x M): rows of (I + 2Re(P^* D P))^{-1} P^* D
+  MatrixXc<T> D;   ///< M x H: 1 / (2/dt - Lambda)
+  MatrixXc<T> E;   ///< M x H: 2/dt + Lambda
+  MatrixXc<T> B2;  ///< M x H: 2 B (the Woodbury inverse applied to it gives Bbar)
+  LowRank<T> P;    ///< rank x (M x H): the low-rank factor, transposed
+  LowRank<T> R;    ///< rank x (M x H): rows of (I + 2Re(P^* D P))^{-1} P^* D, transposed
 
-  Index channels() const { return D.rows(); }
-  Index modes() const { return D.cols(); }
+  Index channels() const { return D.cols(); }
+  Index modes() const { return D.rows(); }
   Index rank() const { return Index(P.size()); }
 
   /// One step of channel h in place: x <- Abar x + Bbar u, for the M modes at `x`. `scratch` holds
   /// at least 2 rank reals. O(M rank); allocates nothing.
   void step(Index h, std::complex<T>* x, T u, T* scratch) const {
+    // Complex products are written out in real arithmetic: std::complex's operator* must handle
+    // inf/nan (a library call per product without -ffast-math), which finite parameters never need.
     const Index M = modes(), r = rank();
     T* sigma = scratch;
     T* rho = scratch + r;
     for (Index q = 0; q < r; ++q) {  // sigma = 2 Re(P^* x)
-      const std::complex<T>* p = &P[std::size_t(q)](h, 0);
-      const Index stride = P[std::size_t(q)].rows();
+      const std::complex<T>* p = P[std::size_t(q)].col(h).data();
       T acc = 0;
-      for (Index n = 0; n < M; ++n) {
-        const std::complex<T> pn = p[n * stride];
-        acc += pn.real() * x[n].real() + pn.imag() * x[n].imag();
-      }
+      for (Index n = 0; n < M; ++n) acc += p[n].real() * x[n].real() + p[n].imag() * x[n].imag();
       sigma[q] = 2 * acc;
     }
-    for (Index n = 0; n < M; ++n) {  // x <- w = E x - P sigma + 2 B u
-      std::complex<T> w = E(h, n) * x[n] + B2(h, n) * u;
-      for (Index q = 0; q < r; ++q) w -= P[std::size_t(q)](h, n) * sigma[q];
-      x[n] = w;
+    const std::complex<T>* e = E.col(h).data();
+    const std::complex<T>* b = B2.col(h).data();
+    for (Index n = 0; n < M; ++n) {  // x <- w = E x + 2 B u (- P sigma below)
+      const T xr = x[n].real(), xi = x[n].imag();
+      x[n] = std::complex<T>(e[n].real() * xr - e[n].imag() * xi + b[n].real() * u,
+                             e[n].real() * xi + e[n].imag() * xr + b[n].imag() * u);
+    }
+    for (Index q = 0; q < r; ++q) {
+      const std::complex<T>* p = P[std::size_t(q)].col(h).data();
+      const T sq = sigma[q];
+      for (Index n = 0; n < M; ++n) x[n] = std::complex<T>(x[n].real() - p[n].real() * sq, x[n].imag() - p[n].imag() * sq);
     }
     for (Index q = 0; q < r; ++q) {  // rho = 2 Re(R w)
+      const std::complex<T>* rq = R[std::size_t(q)].col(h).data();
       T acc = 0;
-      for (Index n = 0; n < M; ++n) {
-        const std::complex<T> rn = R[std::size_t(q)](h, n);
-        acc += rn.real() * x[n].real() - rn.imag() * x[n].imag();
-      }
+      for (Index n = 0; n < M; ++n) acc += rq[n].real() * x[n].real() - rq[n].imag() * x[n].imag();
       rho[q] = 2 * acc;
     }
-    for (Index n = 0; n < M; ++n) {  // x <- D (w - P rho)
-      std::complex<T> w = x[n];
-      for (Index q = 0; q < r; ++q) w -= P[std::size_t(q)](h, n) * rho[q];
-      x[n] = D(h, n) * w;
+    for (Index q = 0; q < r; ++q) {  // x <- w - P rho
+      const std::complex<T>* p = P[std::size_t(q)].col(h).data();
+      const T rq = rho[q];
+      for (Index n = 0; n < M; ++n) x[n] = std::complex<T>(x[n].real() - p[n].real() * rq, x[n].imag() - p[n].imag() * rq);
+    }
+    const std::complex<T>* d = D.col(h).data();
+    for (Index n = 0; n < M; ++n) {  // x <- D x
+      const T wr = x[n].real(), wi = x[n].imag();
+      x[n] = std::complex<T>(d[n].real() * wr - d[n].imag() * wi, d[n].real() * wi + d[n].imag() * wr);
     }
   }
 
@@ -244,11 +253,11 @@ DPLRDiscrete<T> discretize_dplr(const MatrixXc<T>& Lambda, const LowRank<T>& P, 
   check_dplr(Lambda, P, B, dt, "discretize_dplr");
   const Index H = Lambda.rows(), M = Lambda.cols(), r = Index(P.size());
   DPLRDiscrete<T> out;
-  out.D.resize(H, M);
-  out.E.resize(H, M);
-  out.B2 = (B.template cast<std::complex<double>>() * 2.0).template cast<std::complex<T>>();
-  out.P = P;
-  out.R.assign(std::size_t(r), MatrixXc<T>(H, M));
+  out.D.resize(M, H);
+  out.E.resize(M, H);
+  out.B2 = (B.transpose().template cast<std::complex<double>>() * 2.0).template cast<std::complex<T>>();
+  for (const auto& p : P) out.P.push_back(p.transpose());
+  out.R.assign(std::size_t(r), MatrixXc<T>(M, H));
   MatrixX<double> G(r, r);
   MatrixXc<double> PD(r, M);
   for (Index h = 0; h < H; ++h) {
@@ -257,8 +266,8 @@ DPLRDiscrete<T> discretize_dplr(const MatrixXc<T>& Lambda, const LowRank<T>& P, 
     for (Index n = 0; n < M; ++n) {
       const std::complex<double> lambda(Lambda(h, n));
       d(n) = 1.0 / (two_over_dt - lambda);
-      out.D(h, n) = std::complex<T>(d(n));
-      out.E(h, n) = std::complex<T>(two_over_dt + lambda);
+      out.D(n, h) = std::complex<T>(d(n));
+      out.E(n, h) = std::complex<T>(two_over_dt + lambda);
     }
     for (Index q = 0; q < r; ++q)
       for (Index n = 0; n < M; ++n) PD(q, n) = std::conj(std::complex<double>(P[std::size_t(q)](h, n))) * d(n);
@@ -273,7 +282,7 @@ DPLRDiscrete<T> discretize_dplr(const MatrixXc<T>& Lambda, const LowRank<T>& P, 
           ssm::detail::concat("reciprocal condition number ", lu.rcond(), " in channel ", h));
     const MatrixXc<double> Rh = lu.inverse().template cast<std::complex<double>>() * PD;
     for (Index q = 0; q < r; ++q)
-      for (Index n = 0; n < M; ++n) out.R[std::size_t(q)](h, n) = std::complex<T>(Rh(q, n));
+      for (Index n = 0; n < M; ++n) out.R[std::size_t(q)](n, h) = std::complex<T>(Rh(q, n));
   }
   return out;
 }

@@ -91,6 +91,7 @@ class S4 {
     dt_ = params_.dt();
     check_dplr(params_.Lambda, params_.P, params_.B, dt_, where);
     discrete_ = discretize_dplr(params_.Lambda, params_.P, params_.B, dt_);
+    C_by_channel_ = params_.C.transpose();
   }
 
   /// An S4 layer initialised from HiPPO: Lambda, P, B from the NPLR form of `measure` (B clipped as the
@@ -235,12 +236,11 @@ class S4 {
     check_size(state.scratch, 2 * rank(), where, "state.scratch", "2 rank (from initial_state())");
   }
 
+  /// 2 Re(C x) for channel h.
   T output(Index h, const Complex<T>* x) const {
+    const Complex<T>* c = C_by_channel_.col(h).data();
     T acc = 0;
-    for (Index n = 0; n < modes(); ++n) {
-      const Complex<T> c = params_.C(h, n);
-      acc += c.real() * x[n].real() - c.imag() * x[n].imag();
-    }
+    for (Index n = 0; n < modes(); ++n) acc += c[n].real() * x[n].real() - c[n].imag() * x[n].imag();
     return 2 * acc;
   }
 
@@ -260,6 +260,7 @@ class S4 {
   Params params_;
   VectorX<T> dt_;
   DPLRDiscrete<T> discrete_;
+  MatrixXc<T> C_by_channel_;  // M x H copy of C: each channel's modes contiguous for the recurrence
   std::shared_ptr<Cache> cache_ = std::make_shared<Cache>();
 };
 
