@@ -144,9 +144,11 @@ inline constexpr Index kScanBuffer = 2048;
 
 #if defined(__GNUC__) || defined(__clang__)
 #define SSM_SCAN_INLINE inline __attribute__((always_inline))
+#define SSM_SCAN_LAMBDA_INLINE __attribute__((always_inline))
 #define SSM_RESTRICT __restrict__
 #else
 #define SSM_SCAN_INLINE inline
+#define SSM_SCAN_LAMBDA_INLINE
 #define SSM_RESTRICT
 #endif
 
@@ -338,7 +340,6 @@ SSM_SCAN_INLINE void scan_lanes_impl(const RealScanProblem<Scalar>& p, Index d0,
   alignas(64) Scalar A[kLaneStackStates * W];
   alignas(64) Scalar dt[kLaneBlock * W], du[kLaneBlock * W], y[kLaneBlock * W];
   alignas(64) Scalar Bl[kLaneStackStates * W], Cl[kLaneStackStates * W];
-  alignas(64) Scalar acc[2 * W];
   // A, and the lane-wise B / C of constant operands, as [n][w].
   for (Index n = 0; n < nc; ++n)
     for (int w = 0; w < W; ++w) {
@@ -380,10 +381,10 @@ SSM_SCAN_INLINE void scan_lanes_impl(const RealScanProblem<Scalar>& p, Index d0,
       const Scalar* SSM_RESTRICT Bt = BL ? Bl : p.B.data + p.B.offset(d0, N) + s * p.B.stride + n0;
       const Scalar* SSM_RESTRICT Ct = CL ? Cl : p.C.data + p.C.offset(d0, N) + s * p.C.stride + n0;
       // Two accumulators (even and odd n) halve the length of the dependent chain of additions.
-      for (int w = 0; w < 2 * W; ++w) acc[w] = Scalar(0);
-      for (Index n = 0; n < nc; ++n) {
+      Scalar acc0[W], acc1[W];
+      for (int w = 0; w < W; ++w) acc0[w] = acc1[w] = Scalar(0);
+      auto state_update = [&](Index n, Scalar* SSM_RESTRICT accn) SSM_SCAN_LAMBDA_INLINE {
         Scalar* SSM_RESTRICT xn = x + n * W;
-        Scalar* SSM_RESTRICT an_acc = acc + (n & 1) * W;
         const Scalar* SSM_RESTRICT an = A + n * W;
         const Scalar bn = BL ? Scalar(0) : Bt[n];
         const Scalar cn = CL ? Scalar(0) : Ct[n];
@@ -392,10 +393,16 @@ SSM_SCAN_INLINE void scan_lanes_impl(const RealScanProblem<Scalar>& p, Index d0,
           const Scalar c = CL ? Ct[n * W + w] : cn;
           const Scalar xv = fast_exp(dtt[w] * an[w]) * xn[w] + dut[w] * b;
           xn[w] = xv;
-          an_acc[w] += c * xv;
+          accn[w] += c * xv;
         }
+      };
+      Index n = 0;
+      for (; n + 1 < nc; n += 2) {
+        state_update(n, acc0);
+        state_update(n + 1, acc1);
       }
-      for (int w = 0; w < W; ++w) y[t * W + w] = acc[w] + acc[W + w];
+      if (n < nc) state_update(n, acc0);
+      for (int w = 0; w < W; ++w) y[t * W + w] = acc0[w] + acc1[w];
     }
     // Back to each channel's contiguous column, then skip and gate along time.
     for (int w = 0; w < lanes; ++w) {
