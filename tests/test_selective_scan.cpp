@@ -219,6 +219,21 @@ TYPED_TEST(SelectiveScanTest, RealMatchesDirectRecurrence) {
   check_against_direct<T, T>(130, 20, 4, 2, seed++);
 }
 
+#ifdef SSM_SCAN_DISPATCH
+TYPED_TEST(SelectiveScanTest, EveryInstructionSetKernelMatchesDirectRecurrence) {
+  // The kernel is compiled for the baseline, AVX2 and AVX-512; the CPU picks one. Run each the CPU
+  // can run (a cap above what the CPU has changes nothing).
+  using T = TypeParam;
+  std::uint64_t seed = 500;
+  for (int cap : {0, 1, 2}) {
+    detail::scan_isa_cap = cap;
+    for (int variant : {0, 1, 2}) check_against_direct<T, T>(16, 90, 38, variant, seed++);
+    check_against_direct<T, T>(5, 40, 20, 1, seed++);
+  }
+  detail::scan_isa_cap = -1;
+}
+#endif
+
 TYPED_TEST(SelectiveScanTest, ComplexMatchesDirectRecurrence) {
   using T = TypeParam;
   std::uint64_t seed = 100;

@@ -468,9 +468,14 @@ __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma"))) void scan_lanes_av
   scan_lanes(p, d0);
 }
 
-/// 0: baseline, 1: AVX2 + FMA, 2: AVX-512; determined once.
+/// Caps the instruction set `run_real_scan` uses (0 baseline, 1 AVX2, 2 AVX-512); -1, the default,
+/// means no cap. For tests, which run every kernel on one machine.
+inline int scan_isa_cap = -1;
+
+/// 0: baseline, 1: AVX2 + FMA, 2: AVX-512 (the best the CPU has, determined once, and at most
+/// `scan_isa_cap`).
 inline int scan_isa() {
-  static const int isa = [] {
+  static const int best = [] {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma"))
@@ -478,7 +483,7 @@ inline int scan_isa() {
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
     return 0;
   }();
-  return isa;
+  return scan_isa_cap >= 0 ? std::min(best, scan_isa_cap) : best;
 }
 #endif
 
