@@ -184,6 +184,10 @@ TYPED_TEST(DiscretizeTest, DenseBilinearMatchesLongDoubleSolve) {
   const auto e = discretize_diagonal<T>(diag.diagonal(), B, dts, Discretization::zoh);
   SSM_EXPECT_NEAR_REL(dz.A_bar.diagonal().template cast<Complex<double>>().eval(), e.A_bar.template cast<Complex<double>>(), tol);
   SSM_EXPECT_NEAR_REL(dz.B_bar.template cast<Complex<double>>(), e.B_bar.template cast<Complex<double>>(), tol);
+  const auto db = discretize_dense<Complex<T>>(diag, B, dt, Discretization::bilinear);
+  const auto eb = discretize_diagonal<T>(diag.diagonal(), B, dts, Discretization::bilinear);
+  SSM_EXPECT_NEAR_REL(db.A_bar.diagonal().template cast<Complex<double>>().eval(), eb.A_bar.template cast<Complex<double>>(), tol);
+  SSM_EXPECT_NEAR_REL(db.B_bar.template cast<Complex<double>>(), eb.B_bar.template cast<Complex<double>>(), tol);
   EXPECT_THROW(discretize_dense<T>(MatrixX<T>::Ones(2, 3), MatrixX<T>::Ones(2, 1), dt, Discretization::zoh), ssm::error);
   EXPECT_THROW(discretize_dense<T>(MatrixX<T>::Ones(2, 2), MatrixX<T>::Ones(3, 1), dt, Discretization::zoh), ssm::error);
   EXPECT_THROW(discretize_dense<T>(MatrixX<T>::Ones(2, 2), MatrixX<T>::Ones(2, 1), -1.0, Discretization::zoh), ssm::error);
