@@ -80,7 +80,7 @@ TYPED_TEST(ScanTest, SequentialMatchesLongDoubleRecurrence) {
 TYPED_TEST(ScanTest, ChunkedEqualsSequential) {
   using T = TypeParam;
   std::mt19937_64 gen(2);
-  for (Index M : {1, 2, 5}) {
+  for (Index M : {1, 5, 9}) {
     for (Index L : {1, 3, 64, 1001, 20000}) {
       const VectorXc<T> a = random_factors<T>(M, 1, gen);
       const MatrixXc<T> av = random_factors<T>(L, M, gen);

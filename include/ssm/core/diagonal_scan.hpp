@@ -10,7 +10,7 @@
 /// b comes in, the states x_t go out, and the state vector comes in as x_{-1} and leaves as x_{L-1}.
 ///
 /// Two methods, same answer within rounding:
-/// - sequential: one pass, modes interleaved four at a time so the multiply-add chains overlap;
+/// - sequential: one pass, modes interleaved eight at a time so the multiply-add chains overlap;
 /// - chunked (parallel in time): the steps are split into P blocks. Each block's map
 ///   x -> A_p x + s_p (A_p = product of its a_t, s_p = its final state from zero) is found
 ///   independently; the maps are composed left to right with the associative operator
@@ -39,7 +39,7 @@ namespace ssm {
 
 /// How `diagonal_scan` runs through time.
 enum class ScanMethod {
-  automatic,   ///< chunked when OpenMP has more than one thread to give and L is long, else sequential
+  automatic,   ///< chunked when OpenMP has >= 4 threads to give (outside a parallel region) and L >= 8192, else sequential
   sequential,  ///< one pass, step after step
   chunked,     ///< parallel in time over blocks (see the file comment); also correct without OpenMP
 };
@@ -57,8 +57,9 @@ namespace detail {
 template <class Derived>
 using real_scalar_t = typename Eigen::NumTraits<typename Derived::Scalar>::Real;
 
-/// Below this many steps the automatic method never splits time.
+/// Below this many steps, or with fewer threads, the automatic method never splits time.
 inline constexpr Index scan_parallel_min_length = 8192;
+inline constexpr int scan_parallel_min_threads = 4;
 
 template <class T>
 inline void cmuladd(T ar, T ai, T& xr, T& xi, T br, T bi) {
@@ -75,7 +76,7 @@ inline void cmuladd(T ar, T ai, T& xr, T& xi, T br, T bi) {
 template <class T, bool Varying, bool Store>
 void scan_rows(const std::complex<T>* a, Index lda, std::complex<T>* x, Index ldx, Index t0, Index t1, Index m0,
                Index m1, std::complex<T>* s) {
-  constexpr Index G = 4;  // modes advanced together: four independent multiply-add chains
+  constexpr Index G = 8;  // modes advanced together: eight independent multiply-add chains
   Index m = m0;
   for (; m + G <= m1; m += G) {
     T sr[G], si[G], ar[G], ai[G];
@@ -190,7 +191,9 @@ void scan_dispatch(const std::complex<T>* a, Index lda, std::complex<T>* x, Inde
   if (L == 0 || M == 0) return;
   if (method == ScanMethod::automatic) {
     const int threads = scan_threads();
-    method = (threads > 1 && L >= scan_parallel_min_length) ? ScanMethod::chunked : ScanMethod::sequential;
+    // Two passes over P blocks on P threads: a clear gain only from about 4 threads on.
+    method = (threads >= scan_parallel_min_threads && L >= scan_parallel_min_length) ? ScanMethod::chunked
+                                                                                      : ScanMethod::sequential;
     if (blocks <= 0) blocks = threads;
   }
   if (method == ScanMethod::sequential) {
