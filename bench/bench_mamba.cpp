@@ -1,0 +1,357 @@
+// Mamba: the selective scan, the block forward and step, and language-model decoding speed (issue 6).
+//
+//   BM_SelectiveScan<float>/D/N/L/threads  ssm::selective_scan as the Mamba block calls it (real A, per-step
+//                                          B and C, D skip, gate z, delta bias + softplus). items/s counts
+//                                          channel x state x step, so 1/items_per_second is the "ns per
+//                                          channel x state x step" of the target (<= 0.4 ns on one thread at
+//                                          D=1536, N=16, L=2048; >= 1.8x faster on two threads).
+//   BM_MambaForward<float>/d_model/d_state/L/threads  Mamba::forward of a whole sequence (in_proj GEMM, conv,
+//                                          x_proj, dt_proj, scan, out_proj) from zero states; items/s = tokens.
+//   BM_MambaStep<float>/768/16             Mamba::step at the mamba-130m block size (d_model 768, d_state 16,
+//                                          d_conv 4, expand 2, dt_rank 48) on one thread. A model reads every
+//                                          block's weights once per token and they do not stay in cache (24
+//                                          blocks of 15 MB), so the benchmark steps through a rotation of
+//                                          distinct blocks whose weights together exceed 4x the last-level cache
+//                                          (counter "blocks"); each iteration is one step of one block.
+//                                          Counter weight_bytes = bytes of one block's weights; report.py
+//                                          divides it by the step time and compares with BM_Roofline_MemoryRead
+//                                          (target >= 70%). Counter allocations = heap allocations per step
+//                                          (the design promises 0).
+//   BM_MambaStepHot<float>/768/16          the same step always on one block (weights as cache-resident as
+//                                          their size allows): the compute-side bound of the step.
+//   BM_MambaLMTokens<float>/d_model/n_layer/vocab  greedy decoding with MambaLM::step (argmax fed back) on a
+//                                          randomly initialised model built in memory; items/s = tokens/s.
+//                                          256/4/1024 is the small model; 768/24/50280 the mamba-130m shape.
+//
+// Threads: with OpenMP, omp_set_num_threads(threads) for the run (1 where there is no thread argument)
+// and restored after; without OpenMP the 2-thread runs are skipped. Times are wall-clock (UseRealTime, so
+// items/s and bytes/s are per wall second; report.py ignores the "/real_time" suffix on the names).
+//   BM_Roofline_MemoryReadVec              one core's read bandwidth with 64-byte loads and 8 vector accumulators.
+
+#include "roofline.hpp"
+
+#include "ssm/layers/mamba.hpp"
+#include "ssm/layers/selective_scan.hpp"
+#include "ssm/models/mamba_lm.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <random>
+#include <tuple>
+#include <vector>
+
+// Counts heap allocations, so that a step's "allocates nothing" is checked where it is timed. Eigen
+// allocates with malloc (operator new does too, in libstdc++), so malloc itself is wrapped: glibc's own
+// allocator stays underneath (__libc_malloc), free is untouched.
+namespace {
+std::atomic<std::int64_t> g_allocations{0};
+}
+extern "C" void* __libc_malloc(std::size_t size);
+extern "C" void* malloc(std::size_t size) {
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
+  return __libc_malloc(size);
+}
+
+namespace {
+
+/// Sets the OpenMP thread count for one benchmark run and restores it afterwards.
+class ThreadScope {
+ public:
+  ThreadScope(benchmark::State& state, int threads) {
+#if defined(_OPENMP)
+    previous_ = omp_get_max_threads();
+    omp_set_num_threads(threads);
+#else
+    if (threads > 1) {
+      state.SkipWithError("built without OpenMP");
+      ok_ = false;
+    }
+#endif
+    state.counters["threads"] = threads;
+  }
+  ~ThreadScope() {
+#if defined(_OPENMP)
+    omp_set_num_threads(previous_);
+#endif
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  int previous_ = 1;
+  bool ok_ = true;
+};
+
+/// Fast deterministic uniform fill in [-scale, scale] (xorshift), for weight matrices of any size.
+template <class Derived>
+void fill_uniform(Eigen::DenseBase<Derived>& m, double scale, std::uint64_t& seed) {
+  for (ssm::Index j = 0; j < m.cols(); ++j)
+    for (ssm::Index i = 0; i < m.rows(); ++i) {
+      seed ^= seed << 13;
+      seed ^= seed >> 7;
+      seed ^= seed << 17;
+      const double u = double(seed >> 11) * (1.0 / 9007199254740992.0);  // [0, 1)
+      m(i, j) = typename Derived::Scalar((2.0 * u - 1.0) * scale);
+    }
+}
+
+/// A Mamba block with the reference's initialisation shapes: Linear weights uniform(+-1/sqrt(fan_in)),
+/// A_log = log(1 .. d_state) per channel (S4D-Real), dt_proj bias = softplus^-1 of dt log-uniform in
+/// [1e-3, 1e-1], D = 1.
+template <class T>
+ssm::MambaParams<T> random_block(ssm::Index d_model, ssm::Index d_state, std::uint64_t seed) {
+  ssm::MambaParams<T> p;
+  p.config.d_model = d_model;
+  p.config.d_state = d_state;
+  p.config.d_conv = 4;
+  p.config.expand = 2;
+  p.config.dt_rank = 0;  // auto: ceil(d_model / 16), 48 at d_model 768
+  const ssm::Index di = p.config.d_inner(), R = p.config.rank(), N = d_state, K = p.config.d_conv;
+  std::uint64_t s = 0x9E3779B97F4A7C15ull ^ (seed * 0xBF58476D1CE4E5B9ull);
+  p.in_proj_weight.resize(2 * di, d_model);
+  fill_uniform(p.in_proj_weight, 1.0 / std::sqrt(double(d_model)), s);
+  p.conv1d_weight.resize(di, K);
+  fill_uniform(p.conv1d_weight, 1.0 / std::sqrt(double(K)), s);
+  p.conv1d_bias.resize(di);
+  fill_uniform(p.conv1d_bias, 1.0 / std::sqrt(double(K)), s);
+  p.x_proj_weight.resize(R + 2 * N, di);
+  fill_uniform(p.x_proj_weight, 1.0 / std::sqrt(double(di)), s);
+  p.dt_proj_weight.resize(di, R);
+  fill_uniform(p.dt_proj_weight, 1.0 / std::sqrt(double(R)), s);
+  p.dt_proj_bias.resize(di);
+  for (ssm::Index d = 0; d < di; ++d) {
+    Eigen::Matrix<double, 1, 1> u;
+    fill_uniform(u, 1.0, s);
+    const double dt = std::exp(std::log(1e-3) + 0.5 * (u(0) + 1.0) * (std::log(1e-1) - std::log(1e-3)));
+    p.dt_proj_bias(d) = T(dt + std::log(-std::expm1(-dt)));
+  }
+  p.A_log.resize(di, N);
+  for (ssm::Index d = 0; d < di; ++d)
+    for (ssm::Index n = 0; n < N; ++n) p.A_log(d, n) = T(std::log(double(n + 1)));
+  p.D = ssm::VectorX<T>::Ones(di);
+  p.out_proj_weight.resize(d_model, di);
+  fill_uniform(p.out_proj_weight, 1.0 / std::sqrt(double(di)), s);
+  return p;
+}
+
+/// Bytes of all of a block's weights: what one token's step must read.
+template <class T>
+std::int64_t weight_bytes(const ssm::MambaParams<T>& p) {
+  const std::int64_t n = p.in_proj_weight.size() + p.conv1d_weight.size() + p.conv1d_bias.size() +
+                         p.x_proj_weight.size() + p.dt_proj_weight.size() + p.dt_proj_bias.size() + p.A_log.size() +
+                         p.D.size() + p.out_proj_weight.size();
+  return n * std::int64_t(sizeof(T));
+}
+
+template <class T>
+ssm::Sequence<T> random_sequence(ssm::Index L, ssm::Index H, unsigned seed, T scale = 1) {
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<T> normal(0, scale);
+  ssm::Sequence<T> m(L, H);
+  for (ssm::Index i = 0; i < m.size(); ++i) m.data()[i] = normal(gen);
+  return m;
+}
+
+template <class T>
+void BM_SelectiveScan(benchmark::State& state) {
+  const ssm::Index D = state.range(0), N = state.range(1), L = state.range(2);
+  ThreadScope threads(state, int(state.range(3)));
+  if (!threads.ok()) return;
+  const auto u = random_sequence<T>(L, D, 1);
+  const auto delta = random_sequence<T>(L, D, 2, T(0.5));
+  ssm::MatrixX<T> A(D, N);
+  for (ssm::Index d = 0; d < D; ++d)
+    for (ssm::Index n = 0; n < N; ++n) A(d, n) = -T(n + 1);
+  const auto B = ssm::ScanMatrix<T>::per_step(random_sequence<T>(L, N, 3));
+  const auto C = ssm::ScanMatrix<T>::per_step(random_sequence<T>(L, N, 4));
+  ssm::SelectiveScanOptions<T> options;
+  options.D = ssm::VectorX<T>::Ones(D);
+  options.z = random_sequence<T>(L, D, 5);
+  options.delta_bias = ssm::VectorX<T>::Constant(D, T(-4));  // softplus(-4) ~ 0.018: a typical dt
+  options.delta_softplus = true;
+  for (auto _ : state) {
+    auto r = ssm::selective_scan(u, delta, A, B, C, options);
+    benchmark::DoNotOptimize(r.out.data());
+  }
+  state.SetItemsProcessed(std::int64_t(state.iterations()) * D * N * L);
+  // u, delta, z read and out written (L x D each), B and C read (L x N each).
+  state.SetBytesProcessed(std::int64_t(state.iterations()) * (4 * L * D + 2 * L * N) * std::int64_t(sizeof(T)));
+}
+
+template <class T>
+void BM_MambaForward(benchmark::State& state) {
+  const ssm::Index d_model = state.range(0), d_state = state.range(1), L = state.range(2);
+  ThreadScope threads(state, int(state.range(3)));
+  if (!threads.ok()) return;
+  const ssm::Mamba<T> block(random_block<T>(d_model, d_state, 1));
+  const auto u = random_sequence<T>(L, d_model, 7);
+  auto s = block.make_state();
+  const std::int64_t before = g_allocations.load();
+  for (auto _ : state) {
+    s.reset();
+    auto y = block.forward(u, s);
+    benchmark::DoNotOptimize(y.data());
+  }
+  const std::int64_t allocations = g_allocations.load() - before;
+  state.counters["allocations"] = state.iterations() ? double(allocations) / double(state.iterations()) : 0.0;
+  state.SetItemsProcessed(std::int64_t(state.iterations()) * L);
+  state.SetBytesProcessed(std::int64_t(state.iterations()) * 2 * L * d_model * std::int64_t(sizeof(T)));
+}
+
+/// The size of the largest cache the benchmark library reports (0 if none).
+std::int64_t last_level_cache_bytes() {
+  std::int64_t best = 0;
+  for (const auto& c : benchmark::CPUInfo::Get().caches) best = std::max<std::int64_t>(best, c.size);
+  return best;
+}
+
+/// A rotation of distinct blocks (and one stream state each), built once per size and kept.
+template <class T>
+struct BlockStack {
+  std::vector<std::unique_ptr<ssm::Mamba<T>>> blocks;
+  std::vector<typename ssm::Mamba<T>::State> states;
+  std::int64_t bytes_per_block = 0;
+
+  static BlockStack& get(ssm::Index d_model, ssm::Index d_state, bool cold) {
+    static std::map<std::tuple<ssm::Index, ssm::Index, bool>, std::unique_ptr<BlockStack>> cache;
+    auto& slot = cache[{d_model, d_state, cold}];
+    if (!slot) {
+      slot = std::make_unique<BlockStack>();
+      auto params = random_block<T>(d_model, d_state, 1);
+      slot->bytes_per_block = weight_bytes(params);
+      std::int64_t count = 1;
+      if (cold) {
+        const std::int64_t llc = std::max<std::int64_t>(last_level_cache_bytes(), 32 << 20);
+        count = std::clamp<std::int64_t>((4 * llc + slot->bytes_per_block - 1) / slot->bytes_per_block, 2, 64);
+      }
+      for (std::int64_t k = 0; k < count; ++k) {
+        slot->blocks.push_back(std::make_unique<ssm::Mamba<T>>(random_block<T>(d_model, d_state, std::uint64_t(k + 1))));
+        slot->states.push_back(slot->blocks.back()->make_state());
+      }
+    }
+    return *slot;
+  }
+};
+
+template <class T>
+void mamba_step(benchmark::State& state, bool cold) {
+  const ssm::Index d_model = state.range(0), d_state = state.range(1);
+  ThreadScope threads(state, 1);
+  auto& stack = BlockStack<T>::get(d_model, d_state, cold);
+  const ssm::VectorX<T> u = random_sequence<T>(d_model, 1, 9);
+  const std::size_t count = stack.blocks.size();
+  for (std::size_t k = 0; k < count; ++k) stack.blocks[k]->step(u, stack.states[k]);  // warm the code paths
+  std::size_t k = 0;
+  const std::int64_t before = g_allocations.load();
+  for (auto _ : state) {
+    const auto& y = stack.blocks[k]->step(u, stack.states[k]);
+    benchmark::DoNotOptimize(y.data());
+    if (++k == count) k = 0;
+  }
+  const std::int64_t allocations = g_allocations.load() - before;
+  state.SetItemsProcessed(std::int64_t(state.iterations()));
+  state.SetBytesProcessed(std::int64_t(state.iterations()) * stack.bytes_per_block);
+  state.counters["weight_bytes"] = double(stack.bytes_per_block);
+  state.counters["blocks"] = double(count);
+  state.counters["allocations"] = state.iterations() ? double(allocations) / double(state.iterations()) : 0.0;
+}
+
+template <class T>
+void BM_MambaStep(benchmark::State& state) {
+  mamba_step<T>(state, true);
+}
+
+template <class T>
+void BM_MambaStepHot(benchmark::State& state) {
+  mamba_step<T>(state, false);
+}
+
+/// A randomly initialised Mamba language model (tied head), built once per shape and kept.
+template <class T>
+const ssm::MambaLM<T>& random_lm(ssm::Index d_model, ssm::Index n_layer, ssm::Index vocab) {
+  static std::map<std::tuple<ssm::Index, ssm::Index, ssm::Index>, std::unique_ptr<ssm::MambaLM<T>>> cache;
+  auto& slot = cache[{d_model, n_layer, vocab}];
+  if (!slot) {
+    ssm::MambaLMConfig config;
+    config.d_model = d_model;
+    config.n_layer = n_layer;
+    config.vocab_size = vocab;
+    std::vector<typename ssm::MambaLM<T>::Layer> layers;
+    for (ssm::Index i = 0; i < n_layer; ++i) {
+      auto params = random_block<T>(d_model, 16, std::uint64_t(i + 1));
+      config.block = params.config;
+      layers.push_back({ssm::VectorX<T>::Ones(d_model), ssm::Mamba<T>(std::move(params))});
+    }
+    ssm::MatrixX<T> embedding(vocab, d_model);
+    std::uint64_t seed = 12345;
+    fill_uniform(embedding, 0.02 * std::sqrt(3.0), seed);  // the reference's N(0, 0.02^2), in variance
+    slot = std::make_unique<ssm::MambaLM<T>>(config, std::move(embedding), std::move(layers),
+                                             ssm::VectorX<T>::Ones(d_model));
+  }
+  return *slot;
+}
+
+template <class T>
+void BM_MambaLMTokens(benchmark::State& state) {
+  ThreadScope threads(state, 1);
+  const auto& lm = random_lm<T>(state.range(0), state.range(1), state.range(2));
+  auto s = lm.make_state();
+  typename ssm::MambaLM<T>::Token token = 1;
+  const std::int64_t before = g_allocations.load();
+  for (auto _ : state) {
+    const auto& logits = lm.step(token, s);
+    ssm::Index best = 0;
+    logits.maxCoeff(&best);
+    token = best;
+  }
+  const std::int64_t allocations = g_allocations.load() - before;
+  state.SetItemsProcessed(std::int64_t(state.iterations()));
+  state.counters["allocations"] = state.iterations() ? double(allocations) / double(state.iterations()) : 0.0;
+}
+
+/// Read bandwidth of one core with wide loads and enough independent accumulators that the adds are never
+/// the bound (BM_Roofline_MemoryRead's 8 accumulators make it add-latency bound at ~8 bytes per cycle).
+/// report.py takes the larger of the two as the memory roofline.
+void BM_Roofline_MemoryReadVec(benchmark::State& state) {
+  typedef float v16 __attribute__((vector_size(64)));
+  constexpr std::size_t kBytes = std::size_t(512) << 20, kVec = kBytes / sizeof(v16);
+  static std::vector<v16> data(kVec, v16{} + 1.0f);
+  for (auto _ : state) {
+    v16 a0{}, a1{}, a2{}, a3{}, a4{}, a5{}, a6{}, a7{};
+    for (std::size_t i = 0; i < kVec; i += 8) {
+      a0 += data[i]; a1 += data[i + 1]; a2 += data[i + 2]; a3 += data[i + 3];
+      a4 += data[i + 4]; a5 += data[i + 5]; a6 += data[i + 6]; a7 += data[i + 7];
+    }
+    v16 sum = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7));
+    benchmark::DoNotOptimize(sum);
+  }
+  state.SetBytesProcessed(std::int64_t(state.iterations()) * std::int64_t(kBytes));
+}
+
+}  // namespace
+
+BENCHMARK(BM_Roofline_MemoryReadVec)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_SelectiveScan, float)
+    ->Args({1536, 16, 2048, 1})
+    ->Args({1536, 16, 2048, 2})
+    ->Args({1536, 16, 256, 1})
+    ->Args({256, 16, 16384, 1})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_MambaForward, float)
+    ->Args({768, 16, 2048, 1})
+    ->Args({768, 16, 2048, 2})
+    ->Args({256, 16, 2048, 1})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_MambaStep, float)->Args({768, 16})->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_MambaStepHot, float)->Args({768, 16})->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_MambaLMTokens, float)->Args({256, 4, 1024})->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_MambaLMTokens, float)->Args({768, 24, 50280})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+BENCHMARK_MAIN();
