@@ -15,7 +15,13 @@
 ///   v/(is - l) + conj(v)/(is - conj l) = (p + i s q) / ((|l|^2 - s^2) - 2 i Re(l) s),  q = 2 Re v, p = -2 Re(v conj l).
 /// At the Nyquist node z = -1 (L even) g and 2/(1+z) are infinite but their product has the finite limit
 /// (dt/2) I, so Khat(-1) = dt Re(sum_n C_tilde_n B_n): no division by zero. K = irfft_L(Khat) / L, for any L.
-/// Cost O(H M r^2 L) time, memory O(L r^2) per thread plus the H x L output; channels run in parallel with OpenMP.
+/// Cost O(H M r^2 L) time; memory per thread O(L + 256 M + M r^2) plus the L x H output (never H x M x L);
+/// channels run in parallel with OpenMP. Rank 1 has a fused SIMD path (one reciprocal and 16 multiply-adds
+/// per node and mode, lanes = Eigen's packet size); higher ranks evaluate the sums as a blocked GEMM.
+/// Measured (H = 256, N = 64, L = 16384, rank 1, double, one thread, thread CPU time): 56 ms with
+/// -march=native (AVX-512), 260 ms with the x86-64 baseline (SSE2, no FMA): build with -march=native
+/// (or at least AVX2 + FMA) for speed. A freshly allocated 32 MB result adds page-fault time on top;
+/// `dplr_kernel_into` writes into a reused buffer instead.
 
 #include "ssm/core/error.hpp"
 #include "ssm/core/fft.hpp"
