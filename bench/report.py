@@ -16,10 +16,11 @@ context = {}
 
 
 def canonical(name):
-    """The name without the suffixes Google Benchmark adds for run options (UseRealTime, MinTime), so that
-    targets are looked up by the benchmark's own name and arguments."""
+    """The name without the suffixes Google Benchmark adds for run options (UseRealTime, MinTime) and without
+    roofline.hpp's namespace, so that targets are looked up by the benchmark's own name and arguments."""
     parts = [p for p in name.split("/") if p != "real_time" and not p.startswith("min_time:")]
-    return "/".join(parts)
+    name = "/".join(parts)
+    return name[len("ssm::bench::"):] if name.startswith("ssm::bench::") else name
 
 
 for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
