@@ -80,7 +80,8 @@ class S4D {
   };
 
   /// Checks and keeps `params` (throws ssm::error naming the field on a bad shape, a non-finite
-  /// value, dt <= 0, Re A > 0, or dt A = 2 under the bilinear transform), then discretises.
+  /// value, dt <= 0 or Re A > 0; the bilinear transform's singular point dt A = 2 has Re A > 0 and is
+  /// excluded with it), then discretises in double.
   explicit S4D(Params params) : p_(std::move(params)), cache_(std::make_shared<SpectrumCache>()) {
     const char* where = "S4D";
     const Index H = p_.A.rows(), M = p_.A.cols();
@@ -158,7 +159,8 @@ class S4D {
     return vandermonde_kernel<T>(log_a_bar_, weights_, L);
   }
 
-  /// The kernel's padded spectrum for inputs of length L, made once per L and cached.
+  /// The kernel's padded spectrum for inputs of length L, made once per L and cached (one entry per
+  /// distinct L, kept as long as the layer or a copy of it lives).
   std::shared_ptr<const KernelSpectrum<T>> kernel_spectrum(Index L) const {
     check(L >= 1, "S4D::kernel_spectrum", "L", ">= 1", detail::concat(L));
     {
