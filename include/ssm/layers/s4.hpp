@@ -187,10 +187,10 @@ class S4 {
     check(u.cols() == channels(), "S4::scan", "u", ssm::detail::concat("L x ", channels(), " (one column per channel)"),
           shape_string(u.rows(), u.cols()));
     check_state(state, "S4::scan");
-    const Index L = u.rows(), H = channels(), M = modes();
+    const Index L = u.rows(), H = channels();
     Sequence<T> y(L, H);
 #if defined(_OPENMP)
-#pragma omp parallel if (H > 1 && L * M * H > 65536)
+#pragma omp parallel if (H > 1 && L * modes() * H > 65536)
 #endif
     {
       std::vector<T> scratch(static_cast<std::size_t>(2 * rank()));
