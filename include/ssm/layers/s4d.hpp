@@ -289,18 +289,25 @@ class S4D {
             diagonal_scan_varying_inplace(a.topRows(n), x.topRows(n), state.x.col(h));
           } else {
             for (Index m = 0; m < M; ++m) {
-              const std::complex<T> b = b_bar_(m, h);
-              for (Index t = 0; t < n; ++t) x(t, m) = b * u(t0 + t, h);
+              const T br = b_bar_(m, h).real(), bi = b_bar_(m, h).imag();
+              T* __restrict xm = reinterpret_cast<T*>(x.col(m).data());  // (re, im) pairs
+              const T* __restrict ut = u.data() + h * u.outerStride() + t0;
+              for (Index t = 0; t < n; ++t) {
+                xm[2 * t] = br * ut[t];
+                xm[2 * t + 1] = bi * ut[t];
+              }
             }
             diagonal_scan_inplace(a_bar_.col(h), x.topRows(n), state.x.col(h));
           }
-          T* yh = y.col(h).data() + t0;
+          // Restrict-qualified raw loops: the compiler may then vectorise them (y and x never overlap).
+          T* __restrict yh = y.col(h).data() + t0;
+          const T* __restrict ut = u.data() + h * u.outerStride() + t0;
           const T dh = p_.D(h);
-          for (Index t = 0; t < n; ++t) yh[t] = dh * u(t0 + t, h);
+          for (Index t = 0; t < n; ++t) yh[t] = dh * ut[t];
           for (Index m = 0; m < M; ++m) {
             const T cr = 2 * c_(m, h).real(), ci = 2 * c_(m, h).imag();
-            const std::complex<T>* xm = x.col(m).data();
-            for (Index t = 0; t < n; ++t) yh[t] += cr * xm[t].real() - ci * xm[t].imag();
+            const T* __restrict xm = reinterpret_cast<const T*>(x.col(m).data());
+            for (Index t = 0; t < n; ++t) yh[t] += cr * xm[2 * t] - ci * xm[2 * t + 1];
           }
         }
       }
