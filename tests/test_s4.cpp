@@ -75,13 +75,13 @@ TEST(S4Golden, LayerModesMatchReferenceSteps) {
       const MatrixX<double> u = batch_as_LxH<double>(g.u, b);
       const MatrixX<double> expected = batch_as_LxH<double>(g.y_step, b);
       auto state = layer.initial_state();
-      SSM_EXPECT_NEAR_REL(layer.scan(u, state), expected, 1e-10);
+      SSM_EXPECT_NEAR_REL(layer.forward_recurrent(u, state), expected, 1e-10);
       SSM_EXPECT_NEAR_REL(layer.forward(u), expected, 1e-10);
       auto streamed = layer.initial_state();
       VectorX<double> y(u.cols());
       MatrixX<double> ys(u.rows(), u.cols());
       for (Index t = 0; t < u.rows(); ++t) {
-        layer.step(u.row(t).transpose(), y, streamed);
+        layer.step(u.row(t).transpose(), streamed, y);
         ys.row(t) = y.transpose();
       }
       SSM_EXPECT_NEAR_REL(ys, expected, 1e-10);
@@ -181,7 +181,7 @@ TYPED_TEST(S4Test, ConvolutionEqualsRecurrence) {
       const S4<T> layer(cast_params<T>(random_params(3, 8, rank, gen)));
       const MatrixX<T> u = random_normal<T>(L, 3, gen);
       auto state = layer.initial_state();
-      const Sequence<T> y_rec = layer.scan(u, state);
+      const Sequence<T> y_rec = layer.forward_recurrent(u, state);
       const Sequence<T> y_conv = layer.forward(u);
       // Both are sums of up to L terms of a decaying kernel; in float the recurrence's rounding
       // accumulates over the steps: measured 7e-6 relative at L = 4096, bound 3e-5.
@@ -201,24 +201,24 @@ TYPED_TEST(S4Test, HippoInitialisedLayerModesAgree) {
     const MatrixX<T> u = random_normal<T>(500, 4, gen);
     auto state = layer.initial_state();
     const double tol = std::is_same_v<T, double> ? 1e-10 : 5e-6;  // float: measured 6e-7
-    SSM_EXPECT_NEAR_REL(layer.forward(u).template cast<double>(), layer.scan(u, state).template cast<double>(), tol);
+    SSM_EXPECT_NEAR_REL(layer.forward(u).template cast<double>(), layer.forward_recurrent(u, state).template cast<double>(), tol);
   }
 }
 
-TYPED_TEST(S4Test, ChunkedScanAndStepsEqualOnePass) {
+TYPED_TEST(S4Test, ChunkedRecurrenceAndStepsEqualOnePass) {
   using T = TypeParam;
   std::mt19937_64 gen(31);
   const S4<T> layer(cast_params<T>(random_params(4, 8, 2, gen)));
   const Index L = 300;
   const MatrixX<T> u = random_normal<T>(L, 4, gen);
   auto whole = layer.initial_state();
-  const Sequence<T> y = layer.scan(u, whole);
+  const Sequence<T> y = layer.forward_recurrent(u, whole);
   auto chunked = layer.initial_state();
   Sequence<T> y_chunks(L, 4);
   const Index cuts[] = {0, 1, 50, 51, 200, 300};
   for (int i = 0; i + 1 < 6; ++i) {
     const Index a = cuts[i], n = cuts[i + 1] - cuts[i];
-    y_chunks.middleRows(a, n) = layer.scan(u.middleRows(a, n), chunked);
+    y_chunks.middleRows(a, n) = layer.forward_recurrent(u.middleRows(a, n), chunked);
   }
   // The same operations in the same order: bitwise equal.
   EXPECT_EQ(y_chunks, y);
@@ -226,17 +226,17 @@ TYPED_TEST(S4Test, ChunkedScanAndStepsEqualOnePass) {
   auto stepped = layer.initial_state();
   VectorX<T> out(4);
   for (Index t = 0; t < L; ++t) {
-    layer.step(u.row(t).transpose(), out, stepped);
+    layer.step(u.row(t).transpose(), stepped, out);
     EXPECT_EQ(out.transpose(), y.row(t));
   }
   EXPECT_EQ(stepped.x, whole.x);
   // From a non-zero state: the output is the zero-state response plus the free response.
   auto from = whole;
-  const Sequence<T> y2 = layer.scan(u, from);
+  const Sequence<T> y2 = layer.forward_recurrent(u, from);
   auto zero = layer.initial_state();
-  const Sequence<T> forced = layer.scan(u, zero);
+  const Sequence<T> forced = layer.forward_recurrent(u, zero);
   auto free_state = whole;
-  const Sequence<T> free_response = layer.scan(MatrixX<T>::Zero(L, 4), free_state);
+  const Sequence<T> free_response = layer.forward_recurrent(MatrixX<T>::Zero(L, 4), free_state);
   const double tol = std::is_same_v<T, double> ? 1e-12 : 1e-5;
   SSM_EXPECT_NEAR_REL(y2.template cast<double>(), (forced + free_response).template cast<double>(), tol);
 }
@@ -255,7 +255,7 @@ TEST(S4Precision, FloatAgreesWithDouble) {
   SSM_EXPECT_NEAR_REL(f.forward(uf).cast<double>(), d.forward(u), 2e-5);
   auto sd = d.initial_state();
   auto sf = f.initial_state();
-  SSM_EXPECT_NEAR_REL(f.scan(uf, sf).cast<double>(), d.scan(u, sd), 2e-5);
+  SSM_EXPECT_NEAR_REL(f.forward_recurrent(uf, sf).cast<double>(), d.forward_recurrent(u, sd), 2e-5);
   SSM_EXPECT_NEAR_REL(f.kernel(L).cast<double>(), d.kernel(L), 2e-5);
 }
 
@@ -311,12 +311,12 @@ TYPED_TEST(S4Test, BadInputsThrowClearErrors) {
   EXPECT_THROW(layer.forward(MatrixX<T>(0, 3)), ssm::error);
   EXPECT_THROW(layer.kernel(0), ssm::error);
   auto state = layer.initial_state();
-  EXPECT_THROW(layer.scan(MatrixX<T>::Ones(10, 4), state), ssm::error);
+  EXPECT_THROW(layer.forward_recurrent(MatrixX<T>::Ones(10, 4), state), ssm::error);
   VectorX<T> y(3);
-  EXPECT_THROW(layer.step(VectorX<T>::Ones(2), y, state), ssm::error);
+  EXPECT_THROW(layer.step(VectorX<T>::Ones(2), state, y), ssm::error);
   auto wrong = state;
   wrong.x.resize(3, 3);
-  EXPECT_THROW(layer.step(VectorX<T>::Ones(3), y, wrong), ssm::error);
+  EXPECT_THROW(layer.step(VectorX<T>::Ones(3), wrong, y), ssm::error);
   EXPECT_THROW(kernels::dplr_kernel<T>(good.Lambda, good.P, good.B, good.C, good.dt(), 0), ssm::error);
   EXPECT_THROW(kernels::dplr_kernel<T>(good.Lambda, good.P, good.B, MatrixXc<T>::Ones(3, 2), good.dt(), 8), ssm::error);
 }

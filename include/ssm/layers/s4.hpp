@@ -11,8 +11,8 @@
 /// Two modes read the same `S4Params`:
 /// - convolution: y = K * u + D u with the kernel K of length L (kernels/cauchy.hpp), whose padded spectrum
 ///   is cached per length, so repeated calls at one L cost two FFTs per channel;
-/// - recurrence: `step` (one time step of all channels, O(N rank) each, no allocation) and `scan`
-///   (a whole L x H sequence from a caller-owned `State`, leaving the final state in it).
+/// - recurrence: `step` (one time step of all channels, O(N rank) each, no allocation) and
+///   `forward_recurrent` (a whole L x H sequence from a caller-owned `State`, leaving the final state in it).
 ///
 /// Example:
 /// \code
@@ -20,9 +20,9 @@
 ///   ssm::S4<float> layer(ssm::S4<float>::hippo_init(64, 64, ssm::hippo::Measure::legs, 1e-3, 1e-1, gen));
 ///   ssm::Sequence<float> y = layer.forward(u);           // u: L x 64, convolution mode
 ///   auto state = layer.initial_state();
-///   ssm::Sequence<float> y2 = layer.scan(u, state);      // same y, and state = x_L for streaming on
+///   ssm::Sequence<float> y2 = layer.forward_recurrent(u, state);  // same y; state = x_L for streaming on
 ///   Eigen::VectorXf out(64);
-///   layer.step(next_input, out, state);                 // one more sample
+///   layer.step(next_input, state, out);                          // one more sample
 /// \endcode
 
 #include "ssm/core/causal_convolution.hpp"
@@ -182,11 +182,11 @@ class S4 {
   /// y (L x H); `state` then holds x_L, so a sequence cut into chunks gives the same outputs and final
   /// state as one pass. Channels run in parallel with OpenMP.
   template <class Derived>
-  Sequence<T> scan(const Eigen::MatrixBase<Derived>& u, State& state) const {
+  Sequence<T> forward_recurrent(const Eigen::MatrixBase<Derived>& u, State& state) const {
     static_assert(std::is_same_v<typename Derived::Scalar, T>, "u must hold the layer's scalar type");
-    check(u.cols() == channels(), "S4::scan", "u", ssm::detail::concat("L x ", channels(), " (one column per channel)"),
+    check(u.cols() == channels(), "S4::forward_recurrent", "u", ssm::detail::concat("L x ", channels(), " (one column per channel)"),
           shape_string(u.rows(), u.cols()));
-    check_state(state, "S4::scan");
+    check_state(state, "S4::forward_recurrent");
     const Index L = u.rows(), H = channels();
     Sequence<T> y(L, H);
 #if defined(_OPENMP)
@@ -209,18 +209,20 @@ class S4 {
     return y;
   }
 
-  /// One time step of every channel: u and y have H entries; y = 2 Re(C x) + D u after x <- Abar x + Bbar u.
-  /// O(N rank) per channel; allocates nothing.
-  void step(const Eigen::Ref<const VectorX<T>>& u, Eigen::Ref<VectorX<T>> y, State& state) const {
-    check(u.size() == channels(), "S4::step", "u", ssm::detail::concat(channels(), " values (one per channel)"),
-          ssm::detail::concat(u.size()));
-    check(y.size() == channels(), "S4::step", "y", ssm::detail::concat(channels(), " values (one per channel)"),
-          ssm::detail::concat(y.size()));
-    check_state(state, "S4::step");
+  /// One time step of every channel: x <- Abar x + Bbar u, y = 2 Re(C x) + D u. `u` and `y` have H entries
+  /// (contiguous or strided: a row of an L x H sequence works); `y` may alias `u`. O(N rank) per channel;
+  /// allocates nothing (shapes are checked every call, messages built only on failure).
+  void step(const Eigen::Ref<const VectorX<T>, 0, Eigen::InnerStride<>>& u, State& state,
+            Eigen::Ref<VectorX<T>, 0, Eigen::InnerStride<>> y) const {
+    const char* where = "S4::step";
+    if (u.size() != channels()) check_size(u, channels(), where, "u", "H");
+    if (y.size() != channels()) check_size(y, channels(), where, "y", "H");
+    check_state(state, where);
     for (Index h = 0; h < channels(); ++h) {
       Complex<T>* x = state.x.col(h).data();
-      discrete_.step(h, x, u(h), state.scratch.data());
-      y(h) = output(h, x) + params_.D(h) * u(h);
+      const T uh = u(h);
+      discrete_.step(h, x, uh, state.scratch.data());
+      y(h) = output(h, x) + params_.D(h) * uh;
     }
   }
 
