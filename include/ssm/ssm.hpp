@@ -1,10 +1,29 @@
 #pragma once
 /// \file ssm.hpp
 /// Umbrella header: everything public in ssm.
+///
+///   core/       aliases and per-scalar traits, errors and checks, FFT plans, causal convolution, scans
+///   hippo       HiPPO transition matrices, NPLR form, diagonal initialisations
+///   discretize  bilinear and ZOH for dense, diagonal and DPLR systems
+///   kernels/    Cauchy (DPLR) and Vandermonde (diagonal) convolution kernels
+///   layers/     S4, S4D, LinearRecurrentUnit, the selective scan, the Mamba block
+///   models/     the Mamba language model
+///   io/         .npy and safetensors readers
 
 #include "ssm/core/types.hpp"
 #include "ssm/core/error.hpp"
 #include "ssm/core/fft.hpp"
 #include "ssm/core/causal_convolution.hpp"
+#include "ssm/core/diagonal_scan.hpp"
+#include "ssm/hippo.hpp"
+#include "ssm/discretize.hpp"
+#include "ssm/kernels/cauchy.hpp"
+#include "ssm/kernels/vandermonde.hpp"
+#include "ssm/layers/s4.hpp"
+#include "ssm/layers/s4d.hpp"
+#include "ssm/layers/lru.hpp"
+#include "ssm/layers/selective_scan.hpp"
+#include "ssm/layers/mamba.hpp"
+#include "ssm/models/mamba_lm.hpp"
 #include "ssm/io/npy.hpp"
 #include "ssm/io/safetensors.hpp"
