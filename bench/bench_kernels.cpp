@@ -19,6 +19,7 @@
 //                                          modes inner (vectorisable). Counter max_rel_err: its error against
 //                                          the fast kernel (the reason the fast one avoids long chains).
 //
+// FFTW plans: MEASURE up to L = 16384, ESTIMATE beyond (measuring 1M sizes takes about a minute each).
 // Times are wall-clock (UseRealTime: items/s and bytes/s from wall time; report.py reads real_time and
 // ignores the "/real_time" suffix this adds to the names).
 // items/s = kernel taps produced (L x H); bytes/s = bytes of the kernel written (L x H x sizeof(T)).
@@ -87,7 +88,7 @@ void BM_CauchyKernel(benchmark::State& state) {
   const ssm::Index H = state.range(0), N = state.range(1), L = state.range(2);
   ThreadScope threads(state, int(state.range(3)));
   if (!threads.ok()) return;
-  ssm::fft::set_planning(ssm::fft::Planning::measure);
+  ssm::fft::set_planning(L <= 16384 ? ssm::fft::Planning::measure : ssm::fft::Planning::estimate);
   const auto layer = make_s4<T>(H, N);
   const auto& p = layer.params();
   const ssm::MatrixXc<T> c_tilde = layer.c_tilde(L);
@@ -170,7 +171,7 @@ template <class T>
 void BM_CauchyKernelNaive(benchmark::State& state) {
   const ssm::Index H = state.range(0), N = state.range(1), L = state.range(2);
   ThreadScope threads(state, 1);
-  ssm::fft::set_planning(ssm::fft::Planning::measure);
+  ssm::fft::set_planning(L <= 16384 ? ssm::fft::Planning::measure : ssm::fft::Planning::estimate);
   const auto layer = make_s4<T>(H, N);
   const auto& p = layer.params();
   const ssm::MatrixXc<T> c_tilde = layer.c_tilde(L);

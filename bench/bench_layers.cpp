@@ -6,11 +6,12 @@
 //                                  and then the FFT convolution, the honest cost of a new length. S4 and S4D
 //                                  run forward's cache-miss path through the public API (kernel(L), spectrum,
 //                                  convolution, D u); the LRU, whose spectra are private, on a copy made from
-//                                  its parameters. FFTW plans are made before the timed loop.
+//                                  its parameters. FFTW plans are made before the timed loop
+//                                  (MEASURE up to L = 16384, ESTIMATE beyond: see planning_for).
 //   BM_<Layer>ConvCached<T>/L/H/N  the same call on a layer whose spectrum for L is already cached: the
 //                                  steady cost of many sequences of one length (two FFTs per channel).
-//   BM_<Layer>Recurrent<T>/L/H/N   recurrent mode over the whole sequence (S4: scan, S4D and LRU:
-//                                  forward_recurrent) from a zero state.
+//   BM_<Layer>Recurrent<T>/L/H/N   recurrent mode over the whole sequence (forward_recurrent) from a zero
+//                                  state.
 //   BM_<Layer>Step<T>/H/N          one step of all H channels (streaming, allocation-free).
 // <Layer> is S4, S4D or LRU (LinearRecurrentUnit); N is the state size as each layer counts it
 // (S4 and S4D keep N/2 complex modes, the LRU N complex modes shared by its H channels).
@@ -56,6 +57,12 @@ class SingleThread {
  private:
   int previous_ = 1;
 };
+
+/// FFTW_MEASURE plans (faster transforms) up to L = 16384; ESTIMATE beyond, because measuring the 1M and 2M
+/// sizes takes about a minute per size, which bench/run.sh cannot afford.
+ssm::fft::Planning planning_for(ssm::Index L) {
+  return L <= 16384 ? ssm::fft::Planning::measure : ssm::fft::Planning::estimate;
+}
 
 template <class T>
 ssm::Sequence<T> random_sequence(ssm::Index L, ssm::Index H, unsigned seed) {
@@ -114,10 +121,10 @@ struct S4Layer {
   static void reset(typename Layer::State& s) { s.x.setZero(); }
   static ssm::Sequence<T> conv(const Layer& l, const ssm::Sequence<T>& u) { return l.forward(u); }
   static ssm::Sequence<T> recurrent(const Layer& l, const ssm::Sequence<T>& u, typename Layer::State& s) {
-    return l.scan(u, s);
+    return l.forward_recurrent(u, s);
   }
   static void step(const Layer& l, const ssm::VectorX<T>& u, ssm::VectorX<T>& y, typename Layer::State& s) {
-    l.step(u, y, s);
+    l.step(u, s, y);
   }
 };
 
@@ -154,7 +161,7 @@ template <class A, class T>
 void BM_Conv(benchmark::State& state) {
   const ssm::Index L = state.range(0), H = state.range(1), N = state.range(2);
   SingleThread one;
-  ssm::fft::set_planning(ssm::fft::Planning::measure);
+  ssm::fft::set_planning(planning_for(L));
   const auto layer = A::make(H, N);
   const auto u = random_sequence<T>(L, H, 3);
   benchmark::DoNotOptimize(A::conv(layer, u).data());  // FFTW plans for this L, outside the timing
@@ -169,7 +176,7 @@ template <class A, class T>
 void BM_ConvCached(benchmark::State& state) {
   const ssm::Index L = state.range(0), H = state.range(1), N = state.range(2);
   SingleThread one;
-  ssm::fft::set_planning(ssm::fft::Planning::measure);
+  ssm::fft::set_planning(planning_for(L));
   const auto layer = A::make(H, N);
   const auto u = random_sequence<T>(L, H, 3);
   benchmark::DoNotOptimize(A::conv(layer, u).data());  // fills the layer's spectrum cache for L
