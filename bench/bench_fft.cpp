@@ -1,6 +1,8 @@
 // FFT causal convolution against the raw FFTW transforms it needs, and against the direct sum.
 //
-//   BM_CausalConv<T>/L/H        : ssm::causal_convolution with a cached kernel spectrum
+//   BM_CausalConv<T>/L/H        : ssm::causal_convolution_into with a cached kernel spectrum and a
+//                                 reused output (one thread, as the raw FFTW line)
+//   BM_CausalConvAlloc<T>/L/H   : ssm::causal_convolution returning a fresh L x H result (one thread)
 //   BM_RawFFTW<T>/L/H           : per channel, one r2c and one c2r of the same padded size, nothing else
 //   BM_DirectConv<T>/L/H        : the O(L^2) sum (small L only)
 // Target (issue 6): H = 256, L = 16384, float: BM_CausalConv at most 1.3 x BM_RawFFTW.
@@ -11,6 +13,9 @@
 #include "ssm/core/causal_convolution.hpp"
 
 #include <random>
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 namespace {
 
@@ -23,20 +28,47 @@ ssm::Sequence<T> random_sequence(ssm::Index L, ssm::Index H, unsigned seed) {
   return m;
 }
 
-template <class T>
-void BM_CausalConv(benchmark::State& state) {
+/// Runs the benchmark body on one OpenMP thread (the raw FFTW reference is single-threaded).
+struct OneThread {
+#if defined(_OPENMP)
+  int saved = omp_get_max_threads();
+  OneThread() { omp_set_num_threads(1); }
+  ~OneThread() { omp_set_num_threads(saved); }
+#endif
+};
+
+template <class T, bool Allocate>
+void causal_conv_benchmark(benchmark::State& state) {
+  const OneThread one_thread;
   const ssm::Index L = state.range(0), H = state.range(1);
   ssm::fft::set_planning(ssm::fft::Planning::measure);
   const auto u = random_sequence<T>(L, H, 1);
   const auto k = random_sequence<T>(L, H, 2);
   const auto spectrum = ssm::make_kernel_spectrum<T>(k, L);
+  ssm::Sequence<T> y(L, H);
+  y.setZero();
   for (auto _ : state) {
-    auto y = ssm::causal_convolution(u, spectrum);
-    benchmark::DoNotOptimize(y.data());
+    if constexpr (Allocate) {
+      auto fresh = ssm::causal_convolution(u, spectrum);
+      benchmark::DoNotOptimize(fresh.data());
+    } else {
+      ssm::causal_convolution_into(u, spectrum, y);
+      benchmark::DoNotOptimize(y.data());
+    }
   }
   state.SetItemsProcessed(std::int64_t(state.iterations()) * L * H);
   state.SetBytesProcessed(std::int64_t(state.iterations()) * L * H * 2 * std::int64_t(sizeof(T)));
   state.counters["fft_size"] = double(spectrum.fft_size);
+}
+
+template <class T>
+void BM_CausalConv(benchmark::State& state) {
+  causal_conv_benchmark<T, false>(state);
+}
+
+template <class T>
+void BM_CausalConvAlloc(benchmark::State& state) {
+  causal_conv_benchmark<T, true>(state);
 }
 
 template <class T>
@@ -87,6 +119,7 @@ void conv_sizes(benchmark::internal::Benchmark* b) {
 
 BENCHMARK_TEMPLATE(BM_CausalConv, float)->Apply(conv_sizes)->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_RawFFTW, float)->Apply(conv_sizes)->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(BM_CausalConvAlloc, float)->Args({16384, 256})->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_CausalConv, double)->Apply(conv_sizes)->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_RawFFTW, double)->Apply(conv_sizes)->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(BM_DirectConv, float)->Args({1024, 16})->Args({4096, 4})->Unit(benchmark::kMillisecond);

@@ -64,34 +64,47 @@ KernelSpectrum<T> make_kernel_spectrum(const Eigen::MatrixBase<Derived>& k, Inde
   return out;
 }
 
-/// y = u * k (causal, per channel) using precomputed kernel spectra. u is L x H with L equal to
-/// `spectrum.input_length` and H equal to its channel count; returns L x H.
+/// y = u * k (causal, per channel) using precomputed kernel spectra, written into `y` (L x H, any
+/// column-major block; it may not alias u). u is L x H with L equal to `spectrum.input_length` and H
+/// its channel count. Reusing `y` across calls avoids allocating (and first-touching) the output.
 template <class T, class Derived>
-Sequence<T> causal_convolution(const Eigen::MatrixBase<Derived>& u, const KernelSpectrum<T>& spectrum) {
+void causal_convolution_into(const Eigen::MatrixBase<Derived>& u, const KernelSpectrum<T>& spectrum,
+                             Eigen::Ref<Sequence<typename Derived::Scalar>> y) {
   static_assert(std::is_same_v<typename Derived::Scalar, T>, "u must hold the kernel's scalar type");
   check_shape(u, spectrum.input_length, spectrum.channels(), "causal_convolution", "u", "L x H of the kernel spectrum");
+  check_shape(y, u.rows(), u.cols(), "causal_convolution", "y", "L x H, the shape of u");
   const Index L = u.rows(), H = u.cols(), n = spectrum.fft_size, bins = n / 2 + 1;
-  Sequence<T> y(L, H);
+  const Eigen::Ref<const Sequence<T>> input(u.derived());  // evaluates an expression once; a matrix is not copied
   const auto plan = fft::real_fft<T>(n);
 #if defined(_OPENMP)
 #pragma omp parallel if (H > 1 && n * H > 16384)
 #endif
   {
+    // The input buffer's zero tail is written once: the r2c transform preserves its input, and the
+    // inverse writes into a second buffer, so each channel only copies its L samples in.
     fft::Buffer<T> padded(n);
+    fft::Buffer<T> result(n);
     fft::Buffer<std::complex<T>> work(bins);
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
     for (Index h = 0; h < H; ++h) {
-      for (Index t = 0; t < L; ++t) padded[t] = u(t, h);
-      std::fill(padded.data() + L, padded.data() + n, T(0));
+      std::copy(input.col(h).data(), input.col(h).data() + L, padded.data());
       plan->forward(padded, work);
       const std::complex<T>* ks = spectrum.spectrum.col(h).data();
       for (Index b = 0; b < bins; ++b) work[b] *= ks[b];
-      plan->inverse(work, padded);
-      for (Index t = 0; t < L; ++t) y(t, h) = padded[t];
+      plan->inverse(work, result);
+      std::copy(result.data(), result.data() + L, y.col(h).data());
     }
   }
+}
+
+/// y = u * k (causal, per channel) using precomputed kernel spectra. u is L x H with L equal to
+/// `spectrum.input_length` and H equal to its channel count; returns L x H.
+template <class T, class Derived>
+Sequence<T> causal_convolution(const Eigen::MatrixBase<Derived>& u, const KernelSpectrum<T>& spectrum) {
+  Sequence<T> y(u.rows(), u.cols());
+  causal_convolution_into(u, spectrum, y);
   return y;
 }
 
