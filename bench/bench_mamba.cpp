@@ -192,7 +192,7 @@ void BM_MambaForward(benchmark::State& state) {
   if (!threads.ok()) return;
   const ssm::Mamba<T> block(random_block<T>(d_model, d_state, 1));
   const auto u = random_sequence<T>(L, d_model, 7);
-  auto s = block.make_state();
+  auto s = block.initial_state();
   const std::int64_t before = g_allocations.load();
   for (auto _ : state) {
     s.reset();
@@ -233,7 +233,7 @@ struct BlockStack {
       }
       for (std::int64_t k = 0; k < count; ++k) {
         slot->blocks.push_back(std::make_unique<ssm::Mamba<T>>(random_block<T>(d_model, d_state, std::uint64_t(k + 1))));
-        slot->states.push_back(slot->blocks.back()->make_state());
+        slot->states.push_back(slot->blocks.back()->initial_state());
       }
     }
     return *slot;
@@ -302,7 +302,7 @@ template <class T>
 void BM_MambaLMTokens(benchmark::State& state) {
   ThreadScope threads(state, 1);
   const auto& lm = random_lm<T>(state.range(0), state.range(1), state.range(2));
-  auto s = lm.make_state();
+  auto s = lm.initial_state();
   typename ssm::MambaLM<T>::Token token = 1;
   const std::int64_t before = g_allocations.load();
   for (auto _ : state) {

@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
                 long(lm.config().n_layer), long(lm.config().d_model), long(lm.vocab_size()), load_s);
 
     // Prefill the prompt in one pass, then decode token by token (what generate() does, timed apart).
-    auto state = lm.make_state();
+    auto state = lm.initial_state();
     const auto t0 = Clock::now();
     lm.forward(prompt, state);
     const auto t1 = Clock::now();

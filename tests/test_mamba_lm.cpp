@@ -1,6 +1,7 @@
 // The Mamba language model: golden logits and greedy continuation of the reference's tiny model,
-// step against forward, chunked prefill, tied and untied heads, F16 / BF16 checkpoints, and clear
-// errors for missing or misshaped tensors and bad config.json files.
+// step against forward, chunked prefill, tied and untied heads, F16 / BF16 checkpoints, the ssm_cfg
+// options (bias, conv_bias, fractional expand), norm_epsilon, and clear errors for missing, misshaped
+// or unused tensors, a vocab_size that does not fit the embedding, and bad or unsupported config.json.
 #include "test_support.hpp"
 
 #include "ssm/models/mamba_lm.hpp"
@@ -63,6 +64,45 @@ void write_checkpoint(const std::string& dir, const std::vector<io::TensorToWrit
   std::ofstream(dir + "/config.json") << config;
 }
 
+/// Tensors of the right names and shapes for `config` (random weights of the reference's kind),
+/// with in_proj / out_proj biases when ssm_cfg.bias and conv1d.bias unless ssm_cfg.conv_bias is false.
+std::vector<io::TensorToWrite> synthetic_tensors(const MambaLMConfig& c, std::uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const MambaConfig& b = c.block;
+  const Index dm = c.d_model, di = b.d_inner(), N = b.d_state, R = b.rank(), V = c.padded_vocab_size();
+  std::vector<io::TensorToWrite> out;
+  auto add = [&](const std::string& name, std::vector<Index> shape, float scale, float offset = 0) {
+    Index n = 1;
+    for (Index d : shape) n *= d;
+    std::vector<float> v(static_cast<std::size_t>(n));
+    for (float& x : v) x = offset + scale * normal(gen);
+    out.push_back({name, std::move(shape), std::move(v)});
+  };
+  add("backbone.embedding.weight", {V, dm}, 0.5f);
+  for (Index i = 0; i < c.n_layer; ++i) {
+    const std::string pre = detail::concat("backbone.layers.", i, ".");
+    const std::string mix = pre + "mixer.";
+    add(pre + "norm.weight", {dm}, 0.1f, 1.0f);
+    add(mix + "in_proj.weight", {2 * di, dm}, 0.2f);
+    if (b.bias) add(mix + "in_proj.bias", {2 * di}, 0.3f);
+    add(mix + "conv1d.weight", {di, 1, b.d_conv}, 0.3f);
+    if (b.conv_bias) add(mix + "conv1d.bias", {di}, 0.2f);
+    add(mix + "x_proj.weight", {R + 2 * N, di}, 0.2f);
+    add(mix + "dt_proj.weight", {di, R}, 0.3f);
+    add(mix + "dt_proj.bias", {di}, 0.5f, -3.0f);
+    std::vector<float> a_log(std::size_t(di * N));
+    for (Index d = 0; d < di; ++d)
+      for (Index n = 0; n < N; ++n) a_log[std::size_t(d * N + n)] = float(std::log(double(n + 1)));
+    out.push_back({mix + "A_log", {di, N}, a_log});
+    add(mix + "D", {di}, 0.1f, 1.0f);
+    add(mix + "out_proj.weight", {dm, di}, 0.2f);
+    if (b.bias) add(mix + "out_proj.bias", {dm}, 0.3f);
+  }
+  add("backbone.norm_f.weight", {dm}, 0.1f, 1.0f);
+  return out;
+}
+
 /// Expects ssm::error whose message contains every fragment.
 template <class F>
 void expect_error(F&& f, const std::vector<std::string>& fragments) {
@@ -101,13 +141,13 @@ TYPED_TEST(MambaLMTest, StepEqualsForwardAndChunkedPrefillContinues) {
   const MatrixX<T> whole = lm.forward(ids);
   const double tol = 20 * double(scalar_traits<T>::epsilon) * L;
   {  // token by token
-    auto state = lm.make_state();
+    auto state = lm.initial_state();
     MatrixX<T> stepped(L, lm.vocab_size());
     for (Index t = 0; t < L; ++t) stepped.row(t) = lm.step(ids[std::size_t(t)], state).transpose();
     SSM_EXPECT_NEAR_REL(stepped, whole, tol);
   }
   {  // chunks, one shorter than d_conv, then steps
-    auto state = lm.make_state();
+    auto state = lm.initial_state();
     MatrixX<T> joined(L, lm.vocab_size());
     Index at = 0;
     for (Index len : {2, 9, 1, 12}) {
@@ -290,6 +330,16 @@ TEST(MambaLM, BadConfigIsNamed) {
       {with([](auto& j) { j["ssm_cfg"]["layer"] = "Mamba2"; }), {"ssm_cfg.layer", "Mamba2"}},
       {with([](auto& j) { j["rms_norm"] = false; }), {"rms_norm"}},
       {with([](auto& j) { j["norm_epsilon"] = -1; }), {"norm_epsilon"}},
+      {with([](auto& j) { j["d_intermediate"] = 64; }), {"d_intermediate", "GatedMLP", "64"}},
+      {with([](auto& j) { j["d_intermediate"] = 1.5; }), {"d_intermediate", "an integer"}},
+      {with([](auto& j) { j["attn_layer_idx"] = {1}; }), {"attn_layer_idx", "attention", "[1]"}},
+      {with([](auto& j) { j["attn_cfg"] = {{"num_heads", 4}}; }), {"attn_cfg", "attention"}},
+      {with([](auto& j) { j["ssm_cfg"]["bias"] = "yes"; }), {"ssm_cfg.bias", "true or false", "\"yes\""}},
+      {with([](auto& j) { j["ssm_cfg"]["conv_bias"] = 0; }), {"ssm_cfg.conv_bias", "true or false"}},
+      {with([](auto& j) { j["ssm_cfg"]["expand"] = "two"; }), {"ssm_cfg.expand", "\"two\""}},
+      {with([](auto& j) { j["ssm_cfg"]["expand"] = 0.01; }), {"ssm_cfg.expand", "0.01"}},
+      {with([](auto& j) { j["ssm_cfg"]["ngroups"] = 2; }), {"ssm_cfg.ngroups", "no such option"}},
+      {with([](auto& j) { j["tie_embeddings"] = "no"; }), {"tie_embeddings"}},
       {"{ not json", {"not valid JSON"}},
   };
   for (const auto& c : cases) {
@@ -309,16 +359,204 @@ TEST(MambaLM, ConfigDefaultsAndPadding) {
   EXPECT_EQ(c.block.expand, 2);
   EXPECT_EQ(c.block.rank(), 3);  // ceil(40 / 16)
   EXPECT_EQ(c.norm_epsilon, 1e-5);
-  const auto d = MambaLMConfig::parse(R"({"d_model": 40, "n_layer": 1, "vocab_size": 7, "ssm_cfg": {"dt_rank": 5}})");
+  EXPECT_FALSE(c.block.bias);
+  EXPECT_TRUE(c.block.conv_bias);
+  EXPECT_TRUE(c.tie_embeddings);
+  // pad_vocab_size_multiple defaults to 8 as in the reference's MambaConfig; the options that keep the
+  // network as it is are accepted: d_intermediate 0, empty attention settings, initialisation options.
+  const auto d = MambaLMConfig::parse(R"({"d_model": 40, "n_layer": 1, "vocab_size": 7, "d_intermediate": 0,
+                                          "attn_layer_idx": [], "attn_cfg": {}, "tie_embeddings": false,
+                                          "ssm_cfg": {"dt_rank": 5, "expand": 1.5, "bias": true, "conv_bias": false,
+                                                      "dt_min": 0.001, "dt_init": "random", "layer": "Mamba1"}})");
   EXPECT_EQ(d.block.rank(), 5);
-  EXPECT_EQ(d.padded_vocab_size(), 7);
+  EXPECT_EQ(d.padded_vocab_size(), 8);
+  EXPECT_EQ(d.block.expand, 1.5);
+  EXPECT_EQ(d.block.d_inner(), 60);
+  EXPECT_TRUE(d.block.bias);
+  EXPECT_FALSE(d.block.conv_bias);
+  EXPECT_FALSE(d.tie_embeddings);
+}
+
+TYPED_TEST(MambaLMTest, BiasesConvBiasAndFractionalExpandLoadAndStepEqualsForward) {
+  using T = TypeParam;
+  const std::vector<std::int64_t> ids = {3, 17, 5, 60, 2, 9, 9, 41, 0, 33, 12, 7, 58};
+  const Index L = Index(ids.size());
+  std::uint64_t seed = 300;
+  for (const char* ssm_cfg : {R"({"d_state": 4, "expand": 1.5, "bias": true})",
+                              R"({"d_state": 4, "expand": 2, "bias": true, "conv_bias": false})",
+                              R"({"d_state": 3, "d_conv": 2, "expand": 1.25, "conv_bias": false, "dt_rank": 3})"}) {
+    const std::string config_text = detail::concat(R"({"d_model": 20, "n_layer": 2, "vocab_size": 61, "ssm_cfg": )",
+                                                   ssm_cfg, R"(, "rms_norm": true, "pad_vocab_size_multiple": 8})");
+    const MambaLMConfig config = MambaLMConfig::parse(config_text);
+    const auto tensors = synthetic_tensors(config, seed++);
+    TempDir dir;
+    write_checkpoint(dir.str(), tensors, config_text);
+    const auto lm = MambaLM<T>::load(dir.str());
+    const MambaConfig& b = lm.layers()[1].mixer.config();
+    EXPECT_EQ(b.d_inner(), Index(b.expand * 20)) << ssm_cfg;  // int(expand d_model): 30, 40, 25
+    EXPECT_EQ(lm.vocab_size(), 64);
+    // Every tensor reached the block it belongs to.
+    for (const auto& t : tensors) {
+      const auto& p = lm.layers()[1].mixer.params();
+      const auto values = [&] { return Eigen::Map<const VectorX<float>>(t.values.data(), Index(t.values.size())); };
+      if (t.name == "backbone.layers.1.mixer.in_proj.bias") {
+        EXPECT_EQ(p.in_proj_bias, values().template cast<T>());
+      }
+      if (t.name == "backbone.layers.1.mixer.out_proj.bias") {
+        EXPECT_EQ(p.out_proj_bias, values().template cast<T>());
+      }
+      if (t.name == "backbone.layers.1.mixer.conv1d.bias") {
+        EXPECT_EQ(p.conv1d_bias, values().template cast<T>());
+      }
+    }
+    EXPECT_EQ(lm.layers()[0].mixer.params().in_proj_bias.size(), b.bias ? 2 * b.d_inner() : 0);
+    EXPECT_EQ(lm.layers()[0].mixer.params().conv1d_bias.size(), b.conv_bias ? b.d_inner() : 0);
+    const MatrixX<T> whole = lm.forward(ids);
+    auto state = lm.initial_state();
+    MatrixX<T> stepped(L, lm.vocab_size());
+    for (Index t = 0; t < L; ++t) stepped.row(t) = lm.step(ids[std::size_t(t)], state).transpose();
+    SSM_EXPECT_NEAR_REL(stepped, whole, 20 * double(scalar_traits<T>::epsilon) * L) << ssm_cfg;
+  }
+}
+
+TEST(MambaLM, BiasesAreUsedAndConvBiasFalseIsZeroBias) {
+  const auto ids = golden_ids("input_ids");
+  auto config = nlohmann::json::parse(read_text(kDir + "/config.json"));
+  const auto reference = MambaLM<double>::load(kDir);
+  // bias = true with zero biases: the golden logits; with nonzero ones: different logits.
+  config["ssm_cfg"]["bias"] = true;
+  for (float value : {0.0f, 0.25f}) {
+    auto tensors = golden_tensors();
+    for (int i = 0; i < 2; ++i) {
+      const std::string mix = detail::concat("backbone.layers.", i, ".mixer.");
+      tensors.push_back({mix + "in_proj.bias", {128}, std::vector<float>(128, value)});
+      tensors.push_back({mix + "out_proj.bias", {32}, std::vector<float>(32, value)});
+    }
+    TempDir dir;
+    write_checkpoint(dir.str(), tensors, config.dump());
+    const auto lm = MambaLM<double>::load(dir.str());
+    if (value == 0.0f) {
+      SSM_EXPECT_NEAR_REL(lm.forward(ids), reference.forward(ids), 1e-15);
+    } else {
+      EXPECT_GT((lm.forward(ids) - reference.forward(ids)).cwiseAbs().maxCoeff(), 1e-3);
+    }
+  }
+  // conv_bias = false without the conv1d.bias tensors equals conv_bias = true with zeros there.
+  config = nlohmann::json::parse(read_text(kDir + "/config.json"));
+  auto zeroed = golden_tensors();
+  std::vector<io::TensorToWrite> without;
+  for (auto& t : zeroed) {
+    const bool conv_bias = t.name.find("conv1d.bias") != std::string::npos;
+    if (conv_bias) std::fill(t.values.begin(), t.values.end(), 0.0f);
+    else without.push_back(t);
+  }
+  TempDir zero_dir, none_dir;
+  write_checkpoint(zero_dir.str(), zeroed);
+  config["ssm_cfg"]["conv_bias"] = false;
+  write_checkpoint(none_dir.str(), without, config.dump());
+  EXPECT_EQ(MambaLM<double>::load(none_dir.str()).forward(ids), MambaLM<double>::load(zero_dir.str()).forward(ids));
+  // The same config with the conv1d.bias tensors still in the file: refused, naming the first.
+  TempDir extra_dir;
+  write_checkpoint(extra_dir.str(), golden_tensors(), config.dump());
+  expect_error([&] { MambaLM<float>::load(extra_dir.str()); },
+               {"backbone.layers.0.mixer.conv1d.bias", "not used", "conv_bias false"});
+}
+
+TEST(MambaLM, UnusedTensorIsNamed) {
+  struct Case {
+    std::vector<io::TensorToWrite> extra;
+    std::string config;
+    std::string named;
+  };
+  const std::string good = read_text(kDir + "/config.json");
+  auto with = [&](const std::function<void(nlohmann::json&)>& edit) {
+    auto j = nlohmann::json::parse(good);
+    edit(j);
+    return j.dump();
+  };
+  const std::vector<Case> cases = {
+      // A GatedMLP's weights (a d_intermediate model whose config lost the field): the first in name order.
+      {{{"backbone.layers.1.mlp.fc2.weight", {32, 8}, std::vector<float>(256, 0.1f)},
+        {"backbone.layers.0.mlp.fc1.weight", {16, 32}, std::vector<float>(512, 0.1f)}},
+       good,
+       "backbone.layers.0.mlp.fc1.weight"},
+      // bias = false, but the checkpoint has in_proj biases.
+      {{{"backbone.layers.1.mixer.in_proj.bias", {128}, std::vector<float>(128, 0.0f)}},
+       good,
+       "backbone.layers.1.mixer.in_proj.bias"},
+      // Fewer layers in config.json than in the file.
+      {{}, with([](auto& j) { j["n_layer"] = 1; }), "backbone.layers.1.mixer.A_log"},
+      // Something else entirely.
+      {{{"backbone.norm_f.bias", {32}, std::vector<float>(32, 0.0f)}}, good, "backbone.norm_f.bias"},
+  };
+  for (const auto& c : cases) {
+    auto tensors = golden_tensors();
+    tensors.insert(tensors.end(), c.extra.begin(), c.extra.end());
+    TempDir dir;
+    write_checkpoint(dir.str(), tensors, c.config);
+    expect_error([&] { MambaLM<float>::load(dir.str()); }, {"'" + c.named + "'", "not used"});
+  }
+}
+
+TEST(MambaLM, VocabSizeMustFitTheEmbedding) {
+  const std::string good = read_text(kDir + "/config.json");  // vocab_size 64, no pad_vocab_size_multiple (8)
+  auto with = [&](const std::function<void(nlohmann::json&)>& edit) {
+    auto j = nlohmann::json::parse(good);
+    edit(j);
+    return j.dump();
+  };
+  {  // 61 padded to 64: the embedding fits
+    TempDir dir;
+    write_checkpoint(dir.str(), golden_tensors(), with([](auto& j) { j["vocab_size"] = 61; }));
+    EXPECT_EQ(MambaLM<float>::load(dir.str()).vocab_size(), 64);
+  }
+  for (const auto& [text, expected] : std::vector<std::pair<std::string, std::string>>{
+           {with([](auto& j) { j["vocab_size"] = 70; }), "(72, 32)"},
+           {with([](auto& j) {
+              j["vocab_size"] = 60;
+              j["pad_vocab_size_multiple"] = 1;
+            }),
+            "(60, 32)"}}) {
+    TempDir dir;
+    write_checkpoint(dir.str(), golden_tensors(), text);
+    expect_error([&] { MambaLM<float>::load(dir.str()); }, {"backbone.embedding.weight", expected, "(64, 32)", "vocab_size"});
+  }
+}
+
+TEST(MambaLM, NormEpsilonDefaultsToTheReferences) {
+  // The reference always uses 1e-5; without the key the logits equal the golden (1e-5) ones exactly,
+  // and the ssm extension "norm_epsilon" does take effect when given.
+  auto config = nlohmann::json::parse(read_text(kDir + "/config.json"));
+  config.erase("norm_epsilon");
+  EXPECT_EQ(MambaLMConfig::parse(config.dump()).norm_epsilon, 1e-5);
+  const auto ids = golden_ids("input_ids");
+  const auto reference = MambaLM<double>::load(kDir);
+  TempDir plain_dir, eps_dir;
+  write_checkpoint(plain_dir.str(), golden_tensors(), config.dump());
+  EXPECT_EQ(MambaLM<double>::load(plain_dir.str()).forward(ids), reference.forward(ids));
+  config["norm_epsilon"] = 0.5;
+  write_checkpoint(eps_dir.str(), golden_tensors(), config.dump());
+  EXPECT_GT((MambaLM<double>::load(eps_dir.str()).forward(ids) - reference.forward(ids)).cwiseAbs().maxCoeff(), 1e-3);
+}
+
+TEST(MambaLM, UntiedConfigNeedsItsHead) {
+  auto config = nlohmann::json::parse(read_text(kDir + "/config.json"));
+  config["tie_embeddings"] = false;
+  std::vector<io::TensorToWrite> without_head;
+  for (const auto& t : golden_tensors())
+    if (t.name != "lm_head.weight") without_head.push_back(t);
+  TempDir dir, with_dir;
+  write_checkpoint(dir.str(), without_head, config.dump());
+  expect_error([&] { MambaLM<float>::load(dir.str()); }, {"lm_head.weight", "not in the file"});
+  write_checkpoint(with_dir.str(), golden_tensors(), config.dump());
+  EXPECT_FALSE(MambaLM<float>::load(with_dir.str()).tied());
 }
 
 TYPED_TEST(MambaLMTest, BadTokensAndStatesAreRejected) {
   using T = TypeParam;
   const auto lm = MambaLM<T>::load(kDir);
   expect_error([&] { lm.forward({1, 2, 64}); }, {"tokens", "[0, 64)", "64 at position 2"});
-  auto state = lm.make_state();
+  auto state = lm.initial_state();
   expect_error([&] { lm.step(-1, state); }, {"MambaLM::step", "token", "-1"});
   expect_error([&] { lm.generate({}, 3); }, {"prompt"});
   typename MambaLM<T>::State empty;

@@ -10,26 +10,50 @@
 ///               h = Mamba_i(RMSNorm_i(residual))
 ///     logits = RMSNorm_f(h + residual) W_head^T       L x vocab
 ///
-/// RMSNorm(x) = x / sqrt(mean(x^2) + eps) * weight, row by row, eps = config norm_epsilon (1e-5 by
-/// default). W_head is the checkpoint's lm_head.weight when present, else E itself (tied).
+/// RMSNorm(x) = x / sqrt(mean(x^2) + eps) * weight, row by row, eps = 1e-5. The reference's
+/// MambaLMHeadModel always builds its norms with eps 1e-5 (its MambaConfig has no such field);
+/// as an ssm extension a "norm_epsilon" in config.json is read and used instead. W_head is the
+/// checkpoint's lm_head.weight when present, else E itself (tied).
 ///
 /// Checkpoint tensors (PyTorch shapes; F32, F16 or BF16 (converted), or F64):
-///   backbone.embedding.weight                 (vocab, d_model)
+///   backbone.embedding.weight                 (vocab, d_model), vocab = padded vocab_size
 ///   backbone.layers.{i}.norm.weight           (d_model)
 ///   backbone.layers.{i}.mixer.in_proj.weight  (2 d_inner, d_model)
+///   backbone.layers.{i}.mixer.in_proj.bias    (2 d_inner), only with ssm_cfg.bias = true
 ///   backbone.layers.{i}.mixer.conv1d.weight   (d_inner, 1, d_conv)
-///   backbone.layers.{i}.mixer.conv1d.bias     (d_inner)
+///   backbone.layers.{i}.mixer.conv1d.bias     (d_inner), absent with ssm_cfg.conv_bias = false
 ///   backbone.layers.{i}.mixer.x_proj.weight   (dt_rank + 2 d_state, d_inner)
 ///   backbone.layers.{i}.mixer.dt_proj.weight  (d_inner, dt_rank)
 ///   backbone.layers.{i}.mixer.dt_proj.bias    (d_inner)
 ///   backbone.layers.{i}.mixer.A_log           (d_inner, d_state)
 ///   backbone.layers.{i}.mixer.D               (d_inner)
 ///   backbone.layers.{i}.mixer.out_proj.weight (d_model, d_inner)
+///   backbone.layers.{i}.mixer.out_proj.bias   (d_model), only with ssm_cfg.bias = true
 ///   backbone.norm_f.weight                    (d_model)
-///   lm_head.weight                            (vocab, d_model), optional
-/// config.json: d_model, n_layer, vocab_size, ssm_cfg {d_state, d_conv, expand, dt_rank ("auto" or
-/// an integer)}, norm_epsilon, rms_norm (must be true), pad_vocab_size_multiple. The reference pads
-/// vocab_size up to a multiple of pad_vocab_size_multiple; the embedding's row count is what counts.
+///   lm_head.weight                            (vocab, d_model), optional (required with tie_embeddings false)
+/// Any other tensor in the file is an error naming it: a checkpoint of another architecture
+/// (a GatedMLP per block, attention layers, ...) is refused rather than run without its weights.
+///
+/// config.json, as the reference's MambaConfig (mamba_ssm/models/config_mamba.py):
+///   d_model, n_layer, vocab_size (required); pad_vocab_size_multiple (default 8: vocab_size is
+///   rounded up to a multiple of it, and the embedding must have exactly that many rows);
+///   ssm_cfg {d_state 16, d_conv 4, expand 2 (may be fractional: d_inner = int(expand d_model)),
+///   dt_rank "auto" or an integer, conv_bias true, bias false, layer "Mamba1"; the initialisation
+///   options dt_min, dt_max, dt_init, dt_scale, dt_init_floor and use_fast_path are accepted and
+///   ignored; any other key is an error}; rms_norm (must be true); tie_embeddings (default true);
+///   residual_in_fp32 and fused_add_norm (no effect on the result). Refused with an error naming
+///   the field, because the network would differ: d_intermediate > 0 (a GatedMLP per block), a
+///   non-empty attn_layer_idx or attn_cfg (attention layers), ssm_cfg.layer other than "Mamba1".
+///
+/// Only safetensors is read. For an official checkpoint that ships pytorch_model.bin (e.g.
+/// state-spaces/mamba-130m), write model.safetensors beside it once, in Python:
+/// \code{.py}
+///   import torch, safetensors.torch
+///   sd = torch.load("pytorch_model.bin", map_location="cpu"); sd.pop("lm_head.weight", None)  # tied: a copy of the embedding
+///   safetensors.torch.save_file({k: v.contiguous() for k, v in sd.items()}, "model.safetensors")
+/// \endcode
+/// (save_file refuses tensors that share memory, which the tied lm_head.weight does; dropping it
+/// loses nothing, the model then ties the head to the embedding. Keep it when tie_embeddings is false.)
 ///
 /// Example:
 /// \code
@@ -48,6 +72,7 @@
 #include <cstdint>
 #include <fstream>
 #include <iterator>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -59,9 +84,14 @@ struct MambaLMConfig {
   Index d_model = 0;
   Index n_layer = 0;
   Index vocab_size = 0;               ///< As written in config.json (before padding).
-  Index pad_vocab_size_multiple = 1;  ///< 1 when config.json has none.
+  Index pad_vocab_size_multiple = 8;  ///< The reference MambaConfig's default when config.json has none.
+  /// eps of every RMSNorm. The reference always uses 1e-5; reading "norm_epsilon" from config.json
+  /// is an ssm extension.
   double norm_epsilon = 1e-5;
-  MambaConfig block;                  ///< d_model, d_state, d_conv, expand, dt_rank of every layer.
+  /// The LM head is the embedding unless the checkpoint has an lm_head.weight of its own; false
+  /// makes lm_head.weight required.
+  bool tie_embeddings = true;
+  MambaConfig block;                  ///< d_model, d_state, d_conv, expand, dt_rank, conv_bias, bias of every layer.
 
   /// vocab_size rounded up to a multiple of pad_vocab_size_multiple (the reference's embedding size).
   Index padded_vocab_size() const {
@@ -99,14 +129,30 @@ struct MambaLMConfig {
     c.d_model = integer(j, "", "d_model", true, 0, 1);
     c.n_layer = integer(j, "", "n_layer", true, 0, 1);
     c.vocab_size = integer(j, "", "vocab_size", true, 0, 1);
-    c.pad_vocab_size_multiple = integer(j, "", "pad_vocab_size_multiple", false, 1, 1);
+    c.pad_vocab_size_multiple = integer(j, "", "pad_vocab_size_multiple", false, 8, 1);
     if (j.contains("norm_epsilon")) {
       const auto& v = j.at("norm_epsilon");
       if (!v.is_number() || !(v.get<double>() > 0)) fail("norm_epsilon", "a number > 0", v.dump());
       c.norm_epsilon = v.get<double>();
     }
-    if (j.contains("rms_norm") && !(j.at("rms_norm").is_boolean() && j.at("rms_norm").get<bool>()))
-      fail("rms_norm", "true (LayerNorm models are not supported)", j.at("rms_norm").dump());
+    auto boolean = [&](const nlohmann::json& obj, const std::string& prefix, const char* key, bool fallback) {
+      if (!obj.contains(key)) return fallback;
+      const auto& v = obj.at(key);
+      if (!v.is_boolean()) fail(prefix + key, "true or false", v.dump());
+      return v.get<bool>();
+    };
+    if (!boolean(j, "", "rms_norm", true)) fail("rms_norm", "true (LayerNorm models are not supported)", "false");
+    c.tie_embeddings = boolean(j, "", "tie_embeddings", true);
+    boolean(j, "", "residual_in_fp32", true);  // checked for type only: no effect on the result
+    boolean(j, "", "fused_add_norm", true);
+    if (integer(j, "", "d_intermediate", false, 0, 0) > 0)
+      fail("d_intermediate", "0 (a GatedMLP after each mixer is not supported)", j.at("d_intermediate").dump());
+    for (const char* key : {"attn_layer_idx", "attn_cfg"}) {
+      if (!j.contains(key) || j.at(key).is_null()) continue;
+      const auto& v = j.at(key);
+      if (!(v.is_array() || v.is_object()) || !v.empty())
+        fail(key, "empty or absent (attention layers are not supported)", v.dump());
+    }
     c.block.d_model = c.d_model;
     nlohmann::json ssm_cfg = nlohmann::json::object();
     if (j.contains("ssm_cfg")) {
@@ -115,9 +161,29 @@ struct MambaLMConfig {
     }
     if (ssm_cfg.contains("layer") && ssm_cfg.at("layer") != "Mamba1")
       fail("ssm_cfg.layer", "\"Mamba1\" (the only block implemented)", ssm_cfg.at("layer").dump());
+    // Every key is an argument of the reference's Mamba(...): unknown ones would be a TypeError there.
+    static const std::set<std::string> known = {"layer",     "d_state", "d_conv",        "expand",
+                                                "dt_rank",   "conv_bias", "bias",        "dt_min",
+                                                "dt_max",    "dt_init", "dt_scale",      "dt_init_floor",
+                                                "use_fast_path"};
+    for (const auto& item : ssm_cfg.items())
+      if (!known.count(item.key()))
+        fail("ssm_cfg." + item.key(),
+             "no such option (the reference's Mamba takes d_state, d_conv, expand, dt_rank, conv_bias, bias and "
+             "initialisation options)",
+             item.value().dump());
     c.block.d_state = integer(ssm_cfg, "ssm_cfg.", "d_state", false, 16, 1);
     c.block.d_conv = integer(ssm_cfg, "ssm_cfg.", "d_conv", false, 4, 1);
-    c.block.expand = integer(ssm_cfg, "ssm_cfg.", "expand", false, 2, 1);
+    if (ssm_cfg.contains("expand")) {
+      const auto& v = ssm_cfg.at("expand");
+      const double inner = v.is_number() ? v.get<double>() * double(c.d_model) : 0.0;
+      if (!(inner >= 1 && inner < 1e15))
+        fail("ssm_cfg.expand", detail::concat("a number with 1 <= expand d_model < 1e15 (d_model ", c.d_model, ")"),
+             v.dump());
+      c.block.expand = v.get<double>();
+    }
+    c.block.conv_bias = boolean(ssm_cfg, "ssm_cfg.", "conv_bias", true);
+    c.block.bias = boolean(ssm_cfg, "ssm_cfg.", "bias", false);
     c.block.dt_rank = 0;
     if (ssm_cfg.contains("dt_rank") && !(ssm_cfg.at("dt_rank").is_string() && ssm_cfg.at("dt_rank") == "auto"))
       c.block.dt_rank = integer(ssm_cfg, "ssm_cfg.", "dt_rank", true, 0, 1);
@@ -140,7 +206,7 @@ class MambaLM {
   };
 
   /// Streaming state of the whole model (every mixer's state plus scratch), so that `step`
-  /// allocates nothing. One per stream; make it with `make_state()`.
+  /// allocates nothing. One per stream; make it with `initial_state()`.
   struct State {
     std::vector<typename Mamba<Scalar>::State> layers;
     VectorX<Scalar> hidden, residual, normed;  ///< Scratch, d_model.
@@ -184,14 +250,25 @@ class MambaLM {
   }
 
   /// Builds the model from a parsed config and checkpoint (the names listed in the file comment).
+  /// \throws ssm::error naming a tensor that is missing, misshaped (the embedding must have
+  /// padded_vocab_size() rows) or not used by the model.
   static MambaLM from_safetensors(const MambaLMConfig& config, const io::SafetensorsFile& file) {
     const MambaConfig& b = config.block;
     const Index dm = config.d_model, di = b.d_inner(), N = b.d_state, K = b.d_conv, R = b.rank();
+    const Index vocab = config.padded_vocab_size();
+    std::set<std::string> used;
+    auto tensor = [&](const std::string& name, const std::vector<Index>& shape) {
+      used.insert(name);
+      return file.matrix<Scalar>(name, shape);
+    };
     const std::string emb_name = "backbone.embedding.weight";
-    const auto& emb_info = file.info(emb_name);
-    const Index vocab = emb_info.shape.size() == 2 ? emb_info.shape[0] : -1;
-    if (vocab < 1) file.matrix<Scalar>(emb_name, {config.padded_vocab_size(), dm});  // throws naming it
-    MatrixX<Scalar> embedding = file.matrix<Scalar>(emb_name, {vocab, dm});
+    const auto& emb_info = file.info(emb_name);  // throws naming it when absent
+    if (emb_info.shape != std::vector<Index>{vocab, dm})
+      throw error(detail::concat("MambaLM: tensor '", emb_name, "': expected shape ",
+                                 io::SafetensorsFile::shape_text({vocab, dm}), " (vocab_size ", config.vocab_size,
+                                 " padded to a multiple of ", config.pad_vocab_size_multiple, ", d_model), got ",
+                                 io::SafetensorsFile::shape_text(emb_info.shape)));
+    MatrixX<Scalar> embedding = tensor(emb_name, {vocab, dm});
     std::vector<Layer> layers;
     layers.reserve(std::size_t(config.n_layer));
     for (Index i = 0; i < config.n_layer; ++i) {
@@ -199,21 +276,30 @@ class MambaLM {
       const std::string mix = pre + "mixer.";
       MambaParams<Scalar> p;
       p.config = b;
-      p.in_proj_weight = file.matrix<Scalar>(mix + "in_proj.weight", {2 * di, dm});
-      p.conv1d_weight = file.matrix<Scalar>(mix + "conv1d.weight", {di, 1, K});
-      p.conv1d_bias = file.matrix<Scalar>(mix + "conv1d.bias", {di});
-      p.x_proj_weight = file.matrix<Scalar>(mix + "x_proj.weight", {R + 2 * N, di});
-      p.dt_proj_weight = file.matrix<Scalar>(mix + "dt_proj.weight", {di, R});
-      p.dt_proj_bias = file.matrix<Scalar>(mix + "dt_proj.bias", {di});
-      p.A_log = file.matrix<Scalar>(mix + "A_log", {di, N});
-      p.D = file.matrix<Scalar>(mix + "D", {di});
-      p.out_proj_weight = file.matrix<Scalar>(mix + "out_proj.weight", {dm, di});
-      VectorX<Scalar> norm = file.matrix<Scalar>(pre + "norm.weight", {dm});
+      p.in_proj_weight = tensor(mix + "in_proj.weight", {2 * di, dm});
+      if (b.bias) p.in_proj_bias = tensor(mix + "in_proj.bias", {2 * di});
+      p.conv1d_weight = tensor(mix + "conv1d.weight", {di, 1, K});
+      if (b.conv_bias) p.conv1d_bias = tensor(mix + "conv1d.bias", {di});
+      p.x_proj_weight = tensor(mix + "x_proj.weight", {R + 2 * N, di});
+      p.dt_proj_weight = tensor(mix + "dt_proj.weight", {di, R});
+      p.dt_proj_bias = tensor(mix + "dt_proj.bias", {di});
+      p.A_log = tensor(mix + "A_log", {di, N});
+      p.D = tensor(mix + "D", {di});
+      p.out_proj_weight = tensor(mix + "out_proj.weight", {dm, di});
+      if (b.bias) p.out_proj_bias = tensor(mix + "out_proj.bias", {dm});
+      VectorX<Scalar> norm = tensor(pre + "norm.weight", {dm});
       layers.push_back(Layer{std::move(norm), Mamba<Scalar>(std::move(p))});
     }
-    VectorX<Scalar> norm_f = file.matrix<Scalar>("backbone.norm_f.weight", {dm});
+    VectorX<Scalar> norm_f = tensor("backbone.norm_f.weight", {dm});
     MatrixX<Scalar> head;
-    if (file.contains("lm_head.weight")) head = file.matrix<Scalar>("lm_head.weight", {vocab, dm});
+    if (file.contains("lm_head.weight") || !config.tie_embeddings) head = tensor("lm_head.weight", {vocab, dm});
+    for (const std::string& name : file.names())  // sorted: the first unused one in name order
+      if (!used.count(name))
+        throw error(detail::concat("MambaLM: tensor '", name, "' in ", file.source(),
+                                   " is not used by this model (config: d_intermediate 0, no attention layers, "
+                                   "ssm_cfg.bias ", b.bias ? "true" : "false", ", ssm_cfg.conv_bias ",
+                                   b.conv_bias ? "true" : "false", ", n_layer ", config.n_layer,
+                                   "); refusing to drop it silently"));
     return MambaLM(config, std::move(embedding), std::move(layers), std::move(norm_f), std::move(head));
   }
 
@@ -229,9 +315,9 @@ class MambaLM {
   bool tied() const { return lm_head_.size() == 0; }
 
   /// A zero state with all scratch allocated.
-  State make_state() const {
+  State initial_state() const {
     State s;
-    for (const Layer& l : layers_) s.layers.push_back(l.mixer.make_state());
+    for (const Layer& l : layers_) s.layers.push_back(l.mixer.initial_state());
     s.hidden.resize(config_.d_model);
     s.residual.resize(config_.d_model);
     s.normed.resize(config_.d_model);
@@ -241,7 +327,7 @@ class MambaLM {
 
   /// Logits (L x vocab) of `tokens` from zero states.
   MatrixX<Scalar> forward(const std::vector<Token>& tokens) const {
-    State s = make_state();
+    State s = initial_state();
     return forward(tokens, s);
   }
 
@@ -288,7 +374,7 @@ class MambaLM {
   std::vector<Token> generate(const std::vector<Token>& prompt, Index n_new) const {
     check(!prompt.empty(), "MambaLM::generate", "prompt", "at least one token", "none");
     check(n_new >= 0, "MambaLM::generate", "n_new", "a count >= 0", detail::concat(n_new));
-    State state = make_state();
+    State state = initial_state();
     forward(prompt, state);
     std::vector<Token> out;
     out.reserve(std::size_t(n_new));
@@ -331,7 +417,7 @@ class MambaLM {
     const bool ok = s.layers.size() == layers_.size() && s.hidden.size() == config_.d_model &&
                     s.residual.size() == config_.d_model && s.normed.size() == config_.d_model &&
                     s.logits.size() == vocab_size();
-    if (!ok) check(false, where, "state", "a state from make_state() of this model", "another shape");
+    if (!ok) check(false, where, "state", "a state from initial_state() of this model", "another shape");
   }
 
   MambaLMConfig config_;
