@@ -11,7 +11,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try {
     const auto config = ssm::MambaLMConfig::parse(std::string(reinterpret_cast<const char*>(data), size), "fuzz");
     if (config.d_model < 1 || config.n_layer < 1 || config.vocab_size < 1 || config.block.d_state < 1 ||
-        config.block.d_conv < 1 || config.block.expand < 1 || config.padded_vocab_size() < config.vocab_size)
+        config.block.d_conv < 1 || config.block.d_inner() < 1 || config.padded_vocab_size() < config.vocab_size)
       std::abort();  // accepted an invalid config
   } catch (const ssm::error&) {
   }
