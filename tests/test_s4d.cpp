@@ -101,7 +101,9 @@ TYPED_TEST(S4DTest, EveryInitialisationConvolutionEqualsRecurrence) {
       const S4D<T> layer = S4D<T>::initialise(5, 16, init, method, gen);
       ASSERT_EQ(layer.modes(), 8);
       ASSERT_EQ(layer.state_size(), 16);
-      const hippo::DiagonalModes modes = hippo::diagonal_init(init, 16);
+      hippo::DiagonalModes modes = hippo::diagonal_init(init, 16);
+      for (Index m = 0; m < 8; ++m)  // bounded as the reference: Re, Im <= -1e-4
+        modes.A(m) = {std::min(modes.A(m).real(), -1e-4), std::min(modes.A(m).imag(), -1e-4)};
       for (Index h = 0; h < 5; ++h) {
         EXPECT_EQ(layer.params().A.row(h).transpose(), modes.A.cast<std::complex<T>>());
         EXPECT_EQ(layer.params().B.row(h).transpose(), modes.B.cast<std::complex<T>>());
@@ -300,6 +302,68 @@ TYPED_TEST(S4DTest, BadInputsAreClearErrors) {
   expect_error([&] { hippo::diagonal_init(hippo::DiagonalInit::lin, 7); }, "N");
   expect_error([&] { S4D<T>::initialise(0, 8, hippo::DiagonalInit::lin, Discretization::zoh, gen); },
                "S4D::initialise: H: expected >= 1, got 0");
+}
+
+TYPED_TEST(S4DTest, InitialiseBoundsAAsTheReference) {
+  using T = TypeParam;
+  std::mt19937_64 gen(48);
+  const S4D<T> real = S4D<T>::initialise(2, 8, hippo::DiagonalInit::real, Discretization::zoh, gen);
+  for (Index h = 0; h < 2; ++h)
+    for (Index n = 0; n < 4; ++n) {
+      EXPECT_EQ(real.params().A(h, n).real(), T(-(n + 1)));
+      EXPECT_EQ(real.params().A(h, n).imag(), T(-1e-4));
+    }
+  // The golden diag-real case was made by the reference with the same bound.
+  const MatrixXc<double> golden_A = golden("s4d_zoh_diag-real", "A").matrix<std::complex<double>>();
+  SSM_EXPECT_NEAR_REL(real.params().A.template cast<std::complex<double>>(), golden_A, 1e-7);
+  const S4D<T> lin = S4D<T>::initialise(2, 8, hippo::DiagonalInit::lin, Discretization::zoh, gen);
+  for (Index h = 0; h < 2; ++h) {
+    EXPECT_EQ(lin.params().A(h, 0), std::complex<T>(T(-0.5), T(-1e-4)));
+    EXPECT_EQ(lin.params().A(h, 1).imag(), T(-3.14159265358979323846));
+  }
+}
+
+/// y = K[0 .. taps) * u + D u by the direct sum in long double.
+template <class T>
+MatrixX<double> direct_truncated_convolution(const MatrixX<T>& K, Index taps, const MatrixX<T>& u, const VectorX<T>& D) {
+  const Index L = u.rows(), H = u.cols();
+  MatrixX<double> y(L, H);
+  for (Index h = 0; h < H; ++h)
+    for (Index t = 0; t < L; ++t) {
+      long double acc = static_cast<long double>(D(h)) * static_cast<long double>(u(t, h));
+      for (Index j = 0; j < taps && j <= t; ++j)
+        acc += static_cast<long double>(K(j, h)) * static_cast<long double>(u(t - j, h));
+      y(t, h) = double(acc);
+    }
+  return y;
+}
+
+TYPED_TEST(S4DTest, KernelLengthTruncatesTheConvolutionOnly) {
+  using T = TypeParam;
+  std::mt19937_64 gen(49);
+  for (auto method : {Discretization::zoh, Discretization::bilinear}) {
+    const S4D<T> full = S4D<T>::initialise(3, 16, hippo::DiagonalInit::inv, method, gen);
+    S4DParams<T> p = full.params();
+    p.kernel_length = 64;
+    const S4D<T> limited(p);
+    const Index L = 200;
+    const MatrixX<T> u = random_normal<T>(L, 3, gen);
+    EXPECT_EQ(limited.convolution_length(L), 64);
+    EXPECT_EQ(limited.convolution_length(10), 10);
+    EXPECT_EQ(full.convolution_length(L), L);
+    const Sequence<T> y = limited.forward(u);
+    const double tol = std::is_same_v<T, double> ? 1e-12 : 2e-6;
+    SSM_EXPECT_NEAR_REL(y.template cast<double>(), direct_truncated_convolution<T>(full.kernel(L), 64, u, p.D), tol);
+    EXPECT_EQ(limited.kernel_spectrum(L)->kernel_length, 64);
+    auto state = limited.initial_state();  // the recurrence is not truncated
+    EXPECT_GT((limited.forward_recurrent(u, state) - y).norm(), 0);
+    for (Index k : {L, L + 1, Index(1000)}) {  // kernel_length >= L changes nothing
+      p.kernel_length = k;
+      EXPECT_EQ(S4D<T>(p).forward(u), full.forward(u));
+    }
+    p.kernel_length = -1;
+    EXPECT_THROW(S4D<T>{p}, ssm::error);
+  }
 }
 
 }  // namespace

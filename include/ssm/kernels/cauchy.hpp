@@ -28,6 +28,8 @@
 #include "ssm/core/types.hpp"
 #include "ssm/discretize.hpp"
 
+#include <Eigen/QR>
+
 #include <cmath>
 #include <complex>
 #include <vector>
@@ -325,6 +327,64 @@ MatrixXc<T> dplr_c_tilde(const DPLRDiscrete<T>& discrete, const MatrixXc<T>& C, 
       const std::complex<double> c_power(0.5 * g(n), -0.5 * g(M + n));
       out(h, n) = std::complex<T>(std::complex<double>(C(h, n)) - c_power);
     }
+  }
+  return out;
+}
+
+/// Inverse of `dplr_c_tilde`: recovers the true C from C_tilde = C (I - Abar^L), for each channel.
+///
+/// This is what loading a reference checkpoint needs: state-spaces/s4's SSMKernelDPLR overwrites its C
+/// parameter in place with C_tilde for its buffer `l_kernel` (`_setup_C`; doubling the length multiplies
+/// by I + Abar^L, so the stored value is always C (I - Abar^{l_kernel})), and its step mode solves back.
+///
+/// Math, per channel h: C enters the output only through 2 Re(C x), the real row f = 2 [Re C, -Im C]
+/// acting on [Re x; Im x]. With G the real 2M x 2M matrix of Abar (`dplr_transition_real`), the row of
+/// C_tilde is f_tilde = f (I - G^L), so
+///     (I - G^L)^T f^T = f_tilde^T,    C = (f_{0..M-1} - i f_{M..2M-1}) / 2.
+/// This is the reference's complex N x N solve with (I - dA^L)^T, written over one mode of each
+/// conjugate pair. G^L is formed in double by repeated squaring (pass a double system: a float Abar raised
+/// to the L-th power loses ~L eps_float); the solve is a column-pivoted Householder QR of (I - G^L)^T.
+///
+/// Conditioning: the solve is ill-posed when an eigenvalue of Abar^L is near 1 (a mode that barely decays
+/// over L steps: small dt, tiny |Re lambda|, short L); the error in C is about cond(I - G^L) times the
+/// error in C_tilde (for a float checkpoint, its float rounding). Throws ssm::error naming the channel when
+/// the reciprocal condition estimate min|R_ii| / max|R_ii| of that QR (rank-revealing; exactly 0 for an
+/// undamped mode) is <= `min_rcond` (default 1e-12: below it even double leaves no correct digits). L = 0 means C_tilde was never formed (the reference's l_kernel = 0): C_tilde
+/// is returned unchanged. C_tilde: H x M; returns H x M.
+template <class T>
+MatrixXc<T> dplr_c_from_c_tilde(const DPLRDiscrete<T>& discrete, const MatrixXc<T>& C_tilde, Index L,
+                                double min_rcond = 1e-12) {
+  const char* where = "dplr_c_from_c_tilde";
+  check_shape(C_tilde, discrete.channels(), discrete.modes(), where, "C_tilde", "H x M, the shape of the system");
+  check_finite(C_tilde, where, "C_tilde");
+  check(L >= 0, where, "L", ">= 0 (the reference's l_kernel)", ssm::detail::concat(L));
+  if (L == 0) return C_tilde;
+  const Index H = discrete.channels(), M = discrete.modes();
+  MatrixXc<T> out(H, M);
+  for (Index h = 0; h < H; ++h) {
+    MatrixX<double> base = dplr_transition_real(discrete, h);
+    MatrixX<double> power = MatrixX<double>::Identity(2 * M, 2 * M);  // G^L by binary powering
+    for (Index e = L; e > 0; e >>= 1) {
+      if (e & 1) power = power * base;
+      if (e > 1) base = base * base;
+    }
+    const MatrixX<double> system = (MatrixX<double>::Identity(2 * M, 2 * M) - power).transpose();
+    const Eigen::ColPivHouseholderQR<MatrixX<double>> qr(system);
+    const VectorX<double> r = qr.matrixR().diagonal().cwiseAbs();
+    const double rcond = r.maxCoeff() > 0 ? r.minCoeff() / r.maxCoeff() : 0.0;
+    check(rcond > min_rcond, where, "C_tilde",
+          ssm::detail::concat("I - Abar^L well conditioned (reciprocal condition > ", min_rcond,
+                              "), so that C is determined by C_tilde"),
+          ssm::detail::concat("reciprocal condition ", rcond, " in channel ", h, " for L = ", L,
+                              " (a mode of Abar^L is near 1)"));
+    VectorX<double> f_tilde(2 * M);
+    for (Index n = 0; n < M; ++n) {
+      const std::complex<double> c(C_tilde(h, n));
+      f_tilde(n) = 2.0 * c.real();
+      f_tilde(M + n) = -2.0 * c.imag();
+    }
+    const VectorX<double> f = qr.solve(f_tilde);
+    for (Index n = 0; n < M; ++n) out(h, n) = std::complex<T>(std::complex<double>(0.5 * f(n), -0.5 * f(M + n)));
   }
   return out;
 }

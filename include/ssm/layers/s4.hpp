@@ -9,8 +9,9 @@
 /// A = diag(Lambda) - P P^* in the real-linear sense documented in `DPLRDiscrete` (discretize.hpp).
 ///
 /// Two modes read the same `S4Params`:
-/// - convolution: y = K * u + D u with the kernel K of length L (kernels/cauchy.hpp), whose padded spectrum
-///   is cached per length, so repeated calls at one L cost two FFTs per channel;
+/// - convolution: y = K * u + D u with the kernel K of length L (kernels/cauchy.hpp), or of length
+///   min(L, kernel_length) zero-padded when `S4Params::kernel_length` is set (the reference's l_max), whose
+///   padded spectrum is cached per input length, so repeated calls at one L cost two FFTs per channel;
 /// - recurrence: `step` (one time step of all channels, O(N rank) each, no allocation) and
 ///   `forward_recurrent` (a whole L x H sequence from a caller-owned `State`, leaving the final state in it).
 ///
@@ -24,6 +25,16 @@
 ///   Eigen::VectorXf out(64);
 ///   layer.step(next_input, state, out);                          // one more sample
 /// \endcode
+///
+/// Loading a state-spaces/s4 checkpoint: its SSMKernelDPLR stores C_tilde = C (I - Abar^{l_kernel}) in the
+/// C parameter (its buffer `l_kernel` says for which length), not C. Fill the struct with the checkpoint's
+/// arrays, then recover C:
+/// \code
+///   ssm::S4Params<float> p = ...;             // Lambda, P, B, log_dt, D from the checkpoint; p.C = its C_tilde
+///   p.C = ssm::S4<float>::c_from_c_tilde(p, l_kernel);
+///   p.kernel_length = l_max;                  // the reference layer's l_max, if it was built with one
+///   ssm::S4<float> layer(p);
+/// \endcode
 
 #include "ssm/core/causal_convolution.hpp"
 #include "ssm/core/error.hpp"
@@ -32,6 +43,7 @@
 #include "ssm/hippo.hpp"
 #include "ssm/kernels/cauchy.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <memory>
@@ -51,6 +63,12 @@ struct S4Params {
   MatrixXc<T> C;       ///< H x M: output vector (the true C; C (I - Abar^L) is derived per length)
   VectorX<T> D;        ///< H: skip connection, y += D u
   VectorX<T> log_dt;   ///< H: log of the step size, dt = exp(log_dt)
+  /// Longest kernel the convolution mode uses, as the reference's FFTConv built with l_max: `forward` on an
+  /// input of length L convolves with K[0 .. Lk) for Lk = min(L, kernel_length) and zero beyond (so the
+  /// response to an impulse stops after Lk samples). 0 (the default) means unlimited: Lk = L. Only the
+  /// convolution mode is truncated: the recurrence (`step`, `forward_recurrent`) runs the full system and
+  /// agrees with `forward` only when L <= kernel_length (or kernel_length = 0). >= 0.
+  Index kernel_length = 0;
 
   Index channels() const { return Lambda.rows(); }
   Index modes() const { return Lambda.cols(); }
@@ -88,6 +106,8 @@ class S4 {
     check_finite(params_.D, where, "D");
     check_size(params_.log_dt, H, where, "log_dt", "one per channel");
     check_finite(params_.log_dt, where, "log_dt");
+    check(params_.kernel_length >= 0, where, "kernel_length", ">= 0 (0: unlimited)",
+          ssm::detail::concat(params_.kernel_length));
     dt_ = params_.dt();
     check_dplr(params_.Lambda, params_.P, params_.B, dt_, where);
     discrete_ = discretize_dplr(params_.Lambda, params_.P, params_.B, dt_);
@@ -126,6 +146,32 @@ class S4 {
     return p;
   }
 
+  /// The true C from a reference checkpoint's C_tilde, H x M: `p.C` holds C_tilde = C (I - Abar^L) for
+  /// L = `l_kernel` (the reference's `l_kernel` buffer; 0 means C was never converted and is returned as is),
+  /// the other fields are the layer's parameters. Solves (I - G^L)^T f = f_tilde per channel in double,
+  /// with G the real 2M x 2M matrix of Abar and f = 2 [Re C, -Im C] the real row of x -> 2 Re(C x) (see
+  /// `kernels::dplr_c_from_c_tilde`). Inverse of `c_tilde(L)` up to rounding times cond(I - G^L).
+  /// Throws ssm::error on invalid parameters, l_kernel < 0, or, naming the channel, when I - Abar^L is
+  /// numerically singular (reciprocal condition <= `min_rcond`): a mode that barely decays over L steps.
+  static MatrixXc<T> c_from_c_tilde(const Params& p_with_c_tilde, Index l_kernel, double min_rcond = 1e-12) {
+    const char* where = "S4::c_from_c_tilde";
+    const Params& p = p_with_c_tilde;
+    check(p.channels() >= 1 && p.modes() >= 1, where, "Lambda", "H x M with H, M >= 1",
+          shape_string(p.channels(), p.modes()));
+    check_shape(p.C, p.channels(), p.modes(), where, "C", "H x M (the checkpoint's C_tilde), the shape of Lambda");
+    check_finite(p.C, where, "C");
+    check_size(p.log_dt, p.channels(), where, "log_dt", "one per channel");
+    check_finite(p.log_dt, where, "log_dt");
+    check(l_kernel >= 0, where, "l_kernel", ">= 0", ssm::detail::concat(l_kernel));
+    LowRank<double> P;
+    for (const auto& q : p.P) P.push_back(q.template cast<Complex<double>>());
+    const VectorX<double> dt = p.log_dt.template cast<double>().array().exp().matrix();
+    const DPLRDiscrete<double> d = discretize_dplr<double>(p.Lambda.template cast<Complex<double>>(), P,
+                                                           p.B.template cast<Complex<double>>(), dt);
+    return kernels::dplr_c_from_c_tilde<double>(d, p.C.template cast<Complex<double>>(), l_kernel, min_rcond)
+        .template cast<Complex<T>>();
+  }
+
   const Params& params() const { return params_; }
   Index channels() const { return params_.channels(); }
   Index modes() const { return params_.modes(); }
@@ -146,7 +192,13 @@ class S4 {
     return kernels::dplr_kernel(params_.Lambda, params_.P, params_.B, c_tilde(L), dt_, L);
   }
 
-  /// The padded spectrum of the length-L kernel, for inputs of length L; computed once per L and cached.
+  /// Kernel taps `forward` uses for an input of length L: min(L, kernel_length), or L when kernel_length = 0.
+  Index convolution_length(Index L) const {
+    return params_.kernel_length > 0 ? std::min(L, params_.kernel_length) : L;
+  }
+
+  /// The padded spectrum `forward` uses for inputs of length L: of kernel(convolution_length(L)), zero
+  /// beyond. Computed once per L and cached (keyed by L alone: kernel_length is fixed for the layer).
   std::shared_ptr<const KernelSpectrum<T>> kernel_spectrum(Index L) const {
     check(L >= 1, "S4::kernel_spectrum", "L", ">= 1", ssm::detail::concat(L));
     {
@@ -154,12 +206,13 @@ class S4 {
       auto it = cache_->spectra.find(L);
       if (it != cache_->spectra.end()) return it->second;
     }
-    auto made = std::make_shared<const KernelSpectrum<T>>(make_kernel_spectrum<T>(kernel(L), L));
+    auto made = std::make_shared<const KernelSpectrum<T>>(make_kernel_spectrum<T>(kernel(convolution_length(L)), L));
     std::lock_guard<std::mutex> lock(cache_->mutex);
     return cache_->spectra.emplace(L, made).first->second;
   }
 
-  /// Convolution mode from the zero state: u is L x H (rows time), returns y = K * u + D u, L x H.
+  /// Convolution mode from the zero state: u is L x H (rows time), returns y = K * u + D u, L x H, with K the
+  /// kernel truncated to convolution_length(L) taps (all L unless `S4Params::kernel_length` limits it).
   template <class Derived>
   Sequence<T> forward(const Eigen::MatrixBase<Derived>& u) const {
     static_assert(std::is_same_v<typename Derived::Scalar, T>, "u must hold the layer's scalar type");

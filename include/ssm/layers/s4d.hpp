@@ -15,7 +15,9 @@
 ///
 /// which runs in two modes that read the same parameters:
 /// - convolution: y = K * u + D u with the kernel K[l, h] = 2 Re sum_n C Bbar Abar^l (a Vandermonde
-///   product, ssm/kernels/vandermonde.hpp) applied by FFT; the kernel's spectrum is cached per length;
+///   product, ssm/kernels/vandermonde.hpp) applied by FFT; the kernel's spectrum is cached per length.
+///   With `S4DParams::kernel_length` set (the reference's l_max) only K[0 .. min(L, kernel_length)) is used
+///   (the recurrence is never truncated);
 /// - recurrence: the diagonal scan (ssm/core/diagonal_scan.hpp) over a whole sequence from a given
 ///   state, or `step` one sample at a time (allocation-free), with the state owned by the caller.
 /// And, as S5 does, irregularly sampled sequences: step k lasts dt[h] * interval_k and is discretised
@@ -62,6 +64,11 @@ struct S4DParams {
   VectorX<T> D;    ///< H: skip connection, y += D .* u
   VectorX<T> dt;   ///< H: step size of each channel, > 0 (PyTorch stores log_dt: pass its exp)
   Discretization discretization = Discretization::zoh;  ///< how (A, B, dt) become (Abar, Bbar)
+  /// Longest kernel the convolution mode uses, as the reference's FFTConv built with l_max: `forward` on an
+  /// input of length L convolves with K[0 .. Lk) for Lk = min(L, kernel_length), zero beyond. 0 (the
+  /// default) means unlimited: Lk = L. The recurrence (`step`, `forward_recurrent`, `forward_irregular`) is
+  /// never truncated, so it agrees with `forward` only when L <= kernel_length (or kernel_length = 0). >= 0.
+  Index kernel_length = 0;
 };
 
 /// An S4D layer over scalar `T` (float or double). Immutable once made: the discretised system and
@@ -95,6 +102,7 @@ class S4D {
     check_finite(p_.C, where, "C");
     check_finite(p_.D, where, "D");
     check_all_positive(p_.dt, where, "dt");
+    check(p_.kernel_length >= 0, where, "kernel_length", ">= 0 (0: unlimited)", detail::concat(p_.kernel_length));
     for (Index m = 0; m < M; ++m)
       for (Index h = 0; h < H; ++h)
         check(p_.A(h, m).real() <= 0, where, "A", "Re A <= 0 (stable modes)",
@@ -120,13 +128,18 @@ class S4D {
   /// for every channel), C complex normal (real and imaginary parts N(0, 1/2)), D standard normal,
   /// dt log-uniform in [dt_min, dt_max] (ssm::hippo::log_uniform_dt); all drawn from `gen`.
   /// N is the full state size (even): the layer keeps N/2 modes.
+  /// As the reference's SSMKernelDiag (which stores -Re A and -Im A clamped to >= 1e-4), A is bounded:
+  /// Re A <= -1e-4 and Im A <= -1e-4. So S4D-Real gets Im A = -1e-4 and S4D-Lin's mode 0 Im A = -1e-4.
   static S4D initialise(Index H, Index N, hippo::DiagonalInit init, Discretization method, std::mt19937_64& gen,
                         double dt_min = 1e-3, double dt_max = 1e-1) {
     check(H >= 1, "S4D::initialise", "H", ">= 1", detail::concat(H));
     const hippo::DiagonalModes modes = hippo::diagonal_init(init, N);
     const Index M = modes.A.size();
     Params p;
-    p.A = modes.A.transpose().replicate(H, 1).template cast<std::complex<T>>();
+    VectorXc<double> A = modes.A;
+    for (Index m = 0; m < M; ++m)
+      A(m) = std::complex<double>(std::min(A(m).real(), -1e-4), std::min(A(m).imag(), -1e-4));
+    p.A = A.transpose().replicate(H, 1).template cast<std::complex<T>>();
     p.B = modes.B.transpose().replicate(H, 1).template cast<std::complex<T>>();
     std::normal_distribution<double> normal(0.0, 1.0);
     const double s = std::sqrt(0.5);
@@ -159,8 +172,12 @@ class S4D {
     return vandermonde_kernel<T>(log_a_bar_, weights_, L);
   }
 
-  /// The kernel's padded spectrum for inputs of length L, made once per L and cached (one entry per
-  /// distinct L, kept as long as the layer or a copy of it lives).
+  /// Kernel taps `forward` uses for an input of length L: min(L, kernel_length), or L when kernel_length = 0.
+  Index convolution_length(Index L) const { return p_.kernel_length > 0 ? std::min(L, p_.kernel_length) : L; }
+
+  /// The padded spectrum `forward` uses for inputs of length L: of kernel(convolution_length(L)), zero
+  /// beyond. Made once per L and cached (one entry per distinct L, kept as long as the layer or a copy of it
+  /// lives; keyed by L alone, since kernel_length is fixed for the layer).
   std::shared_ptr<const KernelSpectrum<T>> kernel_spectrum(Index L) const {
     check(L >= 1, "S4D::kernel_spectrum", "L", ">= 1", detail::concat(L));
     {
@@ -168,12 +185,13 @@ class S4D {
       auto it = cache_->spectra.find(L);
       if (it != cache_->spectra.end()) return it->second;
     }
-    auto made = std::make_shared<const KernelSpectrum<T>>(make_kernel_spectrum<T>(kernel(L), L));
+    auto made = std::make_shared<const KernelSpectrum<T>>(make_kernel_spectrum<T>(kernel(convolution_length(L)), L));
     std::lock_guard<std::mutex> lock(cache_->mutex);
     return cache_->spectra.emplace(L, std::move(made)).first->second;  // another thread may have won: keep one
   }
 
-  /// Convolution mode from the zero state: y = K * u + D .* u. u is L x H (L >= 1); returns L x H.
+  /// Convolution mode from the zero state: y = K * u + D .* u. u is L x H (L >= 1); returns L x H. K has
+  /// convolution_length(L) taps (all L unless `S4DParams::kernel_length` limits it).
   template <class Derived>
   Sequence<T> forward(const Eigen::MatrixBase<Derived>& u) const {
     static_assert(std::is_same_v<typename Derived::Scalar, T>, "S4D::forward: u must hold the layer's scalar");
