@@ -1,12 +1,7 @@
 // The Linear Recurrent Unit: the golden case (the paper's equations), recurrence against step against
 // convolution, chunked prefill, the ring initialisation, 2^20 steps, float against double, bad input.
 
-// Make Eigen's assertions (and its runtime no-malloc check) throw, so a test can prove that step()
-// allocates nothing. Must precede every Eigen include.
-#include <stdexcept>
-#define EIGEN_RUNTIME_NO_MALLOC
-#define eigen_assert(x) \
-  if (!(x)) throw std::runtime_error("eigen_assert failed: " #x)
+#include "allocation_guard.hpp"  // first: it configures Eigen (step tests prove no allocation)
 
 #include "test_support.hpp"
 
@@ -147,14 +142,8 @@ TYPED_TEST(LinearRecurrentUnitTest, StepAllocatesNothing) {
   auto state = unit.initial_state();
   const MatrixX<T> u = random_normal<T>(10, 4, gen);
   Sequence<T> y(10, 4);
-  Eigen::internal::set_is_malloc_allowed(false);
-  try {
-    for (Index t = 0; t < 10; ++t) unit.step(u.row(t).transpose(), state, y.row(t).transpose());
-  } catch (...) {
-    Eigen::internal::set_is_malloc_allowed(true);
-    FAIL() << "step() allocated";
-  }
-  Eigen::internal::set_is_malloc_allowed(true);
+  std::string why;
+  EXPECT_EQ(allocations_during([&] { for (Index t = 0; t < 10; ++t) unit.step(u.row(t).transpose(), state, y.row(t).transpose()); }, why), 0) << why;
   auto again = unit.initial_state();
   SSM_EXPECT_NEAR_REL(unit.forward_recurrent(u, again), y, 50 * double(scalar_traits<T>::epsilon));
 }

@@ -3,35 +3,11 @@
 // biases, no conv bias, fractional expand), forward against step, chunked prefill, float against double,
 // no allocation in step, and bad parameters and inputs.
 
-// Make Eigen report any heap allocation while it is forbidden (checked in the step test): its check
-// is an eigen_assert, which Release builds compile out, so this file turns it into an exception.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"  // the counting operator new below is malloc-based
-#endif
-#define EIGEN_RUNTIME_NO_MALLOC
-#include <stdexcept>
-#define eigen_assert(x) \
-  do {                  \
-    if (!(x)) throw std::runtime_error("Eigen assertion failed: " #x); \
-  } while (false)
+#include "allocation_guard.hpp"  // first: it configures Eigen (the step test proves no allocation)
 
 #include "test_support.hpp"
 
 #include "ssm/layers/mamba.hpp"
-
-#include <atomic>
-#include <cstdlib>
-#include <new>
-
-// Counts every operator new, for the allocation-free step test.
-static std::atomic<long> g_news{0};
-void* operator new(std::size_t n) {
-  ++g_news;
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace ssm::test {
 namespace {
@@ -384,20 +360,8 @@ TYPED_TEST(MambaBlockTest, StepAllocatesNothing) {
   auto state = block.initial_state();
   const VectorX<T> u = VectorX<T>::Ones(c.d_model);
   block.step(u, state);  // first call: one-time initialisation (CPU feature detection)
-  const long before = g_news.load();
-  Eigen::internal::set_is_malloc_allowed(false);
-  try {
-    for (int i = 0; i < 10; ++i) block.step(u, state);
-  } catch (...) {
-    Eigen::internal::set_is_malloc_allowed(true);
-    throw;
-  }
-  Eigen::internal::set_is_malloc_allowed(true);
-  EXPECT_EQ(g_news.load(), before);
-  // And the check does fire: an Eigen temporary is refused while forbidden.
-  Eigen::internal::set_is_malloc_allowed(false);
-  EXPECT_THROW((void)VectorX<T>(VectorX<T>::Ones(100)), std::runtime_error);
-  Eigen::internal::set_is_malloc_allowed(true);
+  std::string why;
+  EXPECT_EQ(allocations_during([&] { for (int i = 0; i < 10; ++i) block.step(u, state); }, why), 0) << why;
 }
 
 /// Expects ssm::error whose message contains every fragment.

@@ -2,12 +2,7 @@
 // recurrence against step, chunked prefill, irregular sampling against the matrix exponential,
 // 2^20 steps, float against double, and bad input.
 
-// Make Eigen's assertions (and its runtime no-malloc check) throw, so a test can prove that step()
-// allocates nothing. Must precede every Eigen include.
-#include <stdexcept>
-#define EIGEN_RUNTIME_NO_MALLOC
-#define eigen_assert(x) \
-  if (!(x)) throw std::runtime_error("eigen_assert failed: " #x)
+#include "allocation_guard.hpp"  // first: it configures Eigen (step tests prove no allocation)
 
 #include "test_support.hpp"
 
@@ -151,15 +146,15 @@ TYPED_TEST(S4DTest, StepAllocatesNothing) {
   const MatrixX<T> u = random_normal<T>(10, 4, gen);
   Sequence<T> y(10, 4);
   VectorX<T> u0 = u.row(0).transpose(), y0(4);
-  Eigen::internal::set_is_malloc_allowed(false);
-  try {
+  std::string why;
+  EXPECT_EQ(allocations_during(
+                [&] {
     layer.step(u0, state, y0);
     for (Index t = 1; t < 10; ++t) layer.step(u.row(t).transpose(), state, y.row(t).transpose());
-  } catch (...) {
-    Eigen::internal::set_is_malloc_allowed(true);
-    FAIL() << "step() allocated";
-  }
-  Eigen::internal::set_is_malloc_allowed(true);
+                },
+                why),
+            0)
+      << why;
   y.row(0) = y0.transpose();
   auto again = layer.initial_state();
   SSM_EXPECT_NEAR_REL(layer.forward_recurrent(u, again), y, 20 * double(scalar_traits<T>::epsilon));
