@@ -16,6 +16,7 @@
 #include <Eigen/LU>
 #include <unsupported/Eigen/MatrixFunctions>
 
+#include <algorithm>
 #include <cmath>
 #include <complex>
 #include <vector>
@@ -141,9 +142,16 @@ DenseDiscrete<S> discretize_dense(const MatrixX<S>& A, const MatrixX<S>& B, doub
     out.B_bar = e.topRightCorner(N, K).template cast<S>();
   } else {
     const MatrixX<W> I = MatrixX<W>::Identity(N, N);
-    Eigen::PartialPivLU<MatrixX<W>> lu(I - (0.5 * dt) * a);
-    check(N == 0 || lu.rcond() > 1e-14, where, "A", "I - dt/2 A invertible (bilinear transform)",
-          ssm::detail::concat("reciprocal condition number ", lu.rcond()));
+    const MatrixX<W> lhs = I - (0.5 * dt) * a;
+    Eigen::PartialPivLU<MatrixX<W>> lu(lhs);
+    // rcond alone is scale-free: I - dt/2 A = 1e-17 I (dt A = 2 up to rounding, e.g. with FMA
+    // contraction) is "well conditioned". So the smallest pivot is also measured against the scale
+    // of the identity it was subtracted from.
+    const double scale = std::max(1.0, double(lhs.cwiseAbs().rowwise().sum().maxCoeff()));
+    const double min_pivot = N == 0 ? 1.0 : double(lu.matrixLU().diagonal().cwiseAbs().minCoeff());
+    if (N != 0 && !(lu.rcond() > 1e-14 && min_pivot > 1e-14 * scale))
+      check(false, where, "A", "I - dt/2 A invertible (bilinear transform)",
+            ssm::detail::concat("reciprocal condition number ", lu.rcond(), ", smallest pivot ", min_pivot));
     out.A_bar = lu.solve(I + (0.5 * dt) * a).template cast<S>();
     out.B_bar = lu.solve(dt * b).template cast<S>();
   }
