@@ -63,7 +63,10 @@ rows = []
 
 
 def target(what, figure, reference, ratio_text, met):
-    status = "missing" if met is None else ("met" if met else "**not met**")
+    if isinstance(met, str):
+        status = met
+    else:
+        status = "missing" if met is None else ("met" if met else "**not met**")
     rows.append(f"| {what} | {figure} | {reference} | {ratio_text} | {status} |")
 
 
@@ -153,7 +156,7 @@ for layer in ("S4D", "S4", "LRU"):
         detail = ", ".join(f"L={L}: {conv[L] / rec[L]:.2f}" for L in common)
         target(f"{layer} conv vs recurrent crossover (H=64, N=64, fp32)",
                f"conv faster from L = {cross}" if cross else "recurrence faster at every L measured", "conv/recurrent time",
-               detail, True)
+               detail, "measured")
     else:
         target(f"{layer} conv vs recurrent crossover", "not run", "-", "-", None)
 
@@ -164,8 +167,9 @@ print("# Benchmark results\n")
 print(f"Machine: {platform.processor() or platform.machine()}, {cpus} CPUs at {mhz} MHz, {context.get('date', '')}. "
       f"Measured FMA peak (fp32, 1 core): {fma / 1e9:.1f} GFLOP/s; memory read bandwidth (1 core): "
       f"{bw / 1e9:.1f} GB/s." if fma and bw else "Machine line: roofline benchmarks missing.")
-print("\nProduced by `bench/run.sh` (Release, -march=native). Ratios compare figures from the same run; the "
-      "machine is shared and noisy, so expect +-15%.\n")
+print("\nProduced by `bench/run.sh` (the release preset: Release, -march=native; every benchmark run with "
+      "--benchmark_min_time=0.3, one thread unless the name ends in /2). Ratios compare figures from the same run; "
+      "the machine is shared and noisy, so expect +-15%.\n")
 print("| target | figure | reference (same run) | ratio | status |")
 print("| --- | --- | --- | --- | --- |")
 for r in rows:
@@ -194,3 +198,9 @@ print("\n| other figure | value |")
 print("| --- | --- |")
 for what, value in extra:
     print(f"| {what} | {value} |")
+
+analysis = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ANALYSIS.md")
+if os.path.exists(analysis):
+    print()
+    with open(analysis) as f:
+        print(f.read().rstrip())

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 cmake --build --preset release
 out=build/release/bench-results
 mkdir -p "$out"
-min_time=0.5; [[ "${1:-}" == "--quick" ]] && min_time=0.05
+min_time=0.3; [[ "${1:-}" == "--quick" ]] && min_time=0.05
 for exe in build/release/bench/bench_*; do
   [[ -x "$exe" ]] || continue
   name="$(basename "$exe")"
