@@ -8,38 +8,22 @@
 // Target (issue 6): H = 256, L = 16384, float: BM_CausalConv at most 1.3 x BM_RawFFTW.
 // Both use FFTW_MEASURE plans; items/s counts output samples (L x H per iteration).
 
+#include "bench_support.hpp"
 #include "roofline.hpp"
 
 #include "ssm/core/causal_convolution.hpp"
 
 #include <random>
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
 
 namespace {
 
-template <class T>
-ssm::Sequence<T> random_sequence(ssm::Index L, ssm::Index H, unsigned seed) {
-  std::mt19937_64 gen(seed);
-  std::normal_distribution<T> normal;
-  ssm::Sequence<T> m(L, H);
-  for (ssm::Index i = 0; i < m.size(); ++i) m.data()[i] = normal(gen);
-  return m;
-}
+using ssm::bench::random_sequence;
+using ssm::bench::ThreadScope;
 
-/// Runs the benchmark body on one OpenMP thread (the raw FFTW reference is single-threaded).
-struct OneThread {
-#if defined(_OPENMP)
-  int saved = omp_get_max_threads();
-  OneThread() { omp_set_num_threads(1); }
-  ~OneThread() { omp_set_num_threads(saved); }
-#endif
-};
 
 template <class T, bool Allocate>
 void causal_conv_benchmark(benchmark::State& state) {
-  const OneThread one_thread;
+  const ThreadScope one_thread(state, 1);  // the raw FFTW reference is single-threaded
   const ssm::Index L = state.range(0), H = state.range(1);
   ssm::fft::set_planning(ssm::fft::Planning::measure);
   const auto u = random_sequence<T>(L, H, 1);

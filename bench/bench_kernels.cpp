@@ -26,6 +26,7 @@
 // Threads: with OpenMP, omp_set_num_threads(threads) for the run and restored after; without it the
 // 2-thread runs are skipped. Benchmarks without a thread argument run on one thread.
 
+#include "bench_support.hpp"
 #include "roofline.hpp"
 
 #include "ssm/kernels/cauchy.hpp"
@@ -44,32 +45,8 @@
 
 namespace {
 
-/// Sets the OpenMP thread count for one benchmark run and restores it afterwards.
-class ThreadScope {
- public:
-  ThreadScope(benchmark::State& state, int threads) {
-#if defined(_OPENMP)
-    previous_ = omp_get_max_threads();
-    omp_set_num_threads(threads);
-#else
-    if (threads > 1) {
-      state.SkipWithError("built without OpenMP");
-      ok_ = false;
-    }
-#endif
-    state.counters["threads"] = threads;
-  }
-  ~ThreadScope() {
-#if defined(_OPENMP)
-    omp_set_num_threads(previous_);
-#endif
-  }
-  bool ok() const { return ok_; }
+using ssm::bench::ThreadScope;
 
- private:
-  int previous_ = 1;
-  bool ok_ = true;
-};
 
 /// An S4 layer (HiPPO-LegS, rank 1) of H channels and state size N, deterministic.
 template <class T>

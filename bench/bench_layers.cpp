@@ -25,6 +25,7 @@
 // bytes/s = the input read plus the output written. Times are wall-clock (UseRealTime; report.py ignores
 // the "/real_time" suffix on the names).
 
+#include "bench_support.hpp"
 #include "roofline.hpp"
 
 #include "ssm/layers/lru.hpp"
@@ -38,6 +39,8 @@
 #include <random>
 
 namespace {
+
+using ssm::bench::random_sequence;
 
 /// One thread for the duration of a benchmark run, restored afterwards.
 class SingleThread {
@@ -64,14 +67,6 @@ ssm::fft::Planning planning_for(ssm::Index L) {
   return L <= 16384 ? ssm::fft::Planning::measure : ssm::fft::Planning::estimate;
 }
 
-template <class T>
-ssm::Sequence<T> random_sequence(ssm::Index L, ssm::Index H, unsigned seed) {
-  std::mt19937_64 gen(seed);
-  std::normal_distribution<T> normal;
-  ssm::Sequence<T> m(L, H);
-  for (ssm::Index i = 0; i < m.size(); ++i) m.data()[i] = normal(gen);
-  return m;
-}
 
 /// What S4 and S4D forward() do for a length they have not cached: the kernel for L (S4: C_tilde and the
 /// Cauchy kernel; S4D: the Vandermonde kernel), its padded spectrum, the FFT convolution, the skip term.

@@ -26,8 +26,8 @@
 // Threads: with OpenMP, omp_set_num_threads(threads) for the run (1 where there is no thread argument)
 // and restored after; without OpenMP the 2-thread runs are skipped. Times are wall-clock (UseRealTime, so
 // items/s and bytes/s are per wall second; report.py ignores the "/real_time" suffix on the names).
-//   BM_Roofline_MemoryReadVec              one core's read bandwidth with 64-byte loads and 8 vector accumulators.
 
+#include "bench_support.hpp"
 #include "roofline.hpp"
 
 #include "ssm/layers/mamba.hpp"
@@ -52,6 +52,8 @@
 // allocates with malloc (operator new does too, in libstdc++), so malloc itself is wrapped: glibc's own
 // allocator stays underneath (__libc_malloc), free is untouched.
 namespace {
+
+using ssm::bench::ThreadScope;
 std::atomic<std::int64_t> g_allocations{0};
 }
 extern "C" void* __libc_malloc(std::size_t size);
@@ -62,32 +64,6 @@ extern "C" void* malloc(std::size_t size) {
 
 namespace {
 
-/// Sets the OpenMP thread count for one benchmark run and restores it afterwards.
-class ThreadScope {
- public:
-  ThreadScope(benchmark::State& state, int threads) {
-#if defined(_OPENMP)
-    previous_ = omp_get_max_threads();
-    omp_set_num_threads(threads);
-#else
-    if (threads > 1) {
-      state.SkipWithError("built without OpenMP");
-      ok_ = false;
-    }
-#endif
-    state.counters["threads"] = threads;
-  }
-  ~ThreadScope() {
-#if defined(_OPENMP)
-    omp_set_num_threads(previous_);
-#endif
-  }
-  bool ok() const { return ok_; }
-
- private:
-  int previous_ = 1;
-  bool ok_ = true;
-};
 
 /// Fast deterministic uniform fill in [-scale, scale] (xorshift), for weight matrices of any size.
 template <class Derived>
@@ -316,28 +292,8 @@ void BM_MambaLMTokens(benchmark::State& state) {
   state.counters["allocations"] = state.iterations() ? double(allocations) / double(state.iterations()) : 0.0;
 }
 
-/// Read bandwidth of one core with wide loads and enough independent accumulators that the adds are never
-/// the bound (BM_Roofline_MemoryRead's 8 accumulators make it add-latency bound at ~8 bytes per cycle).
-/// report.py takes the larger of the two as the memory roofline.
-void BM_Roofline_MemoryReadVec(benchmark::State& state) {
-  typedef float v16 __attribute__((vector_size(64)));
-  constexpr std::size_t kBytes = std::size_t(512) << 20, kVec = kBytes / sizeof(v16);
-  static std::vector<v16> data(kVec, v16{} + 1.0f);
-  for (auto _ : state) {
-    v16 a0{}, a1{}, a2{}, a3{}, a4{}, a5{}, a6{}, a7{};
-    for (std::size_t i = 0; i < kVec; i += 8) {
-      a0 += data[i]; a1 += data[i + 1]; a2 += data[i + 2]; a3 += data[i + 3];
-      a4 += data[i + 4]; a5 += data[i + 5]; a6 += data[i + 6]; a7 += data[i + 7];
-    }
-    v16 sum = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7));
-    benchmark::DoNotOptimize(sum);
-  }
-  state.SetBytesProcessed(std::int64_t(state.iterations()) * std::int64_t(kBytes));
-}
-
 }  // namespace
 
-BENCHMARK(BM_Roofline_MemoryReadVec)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_SelectiveScan, float)
     ->Args({1536, 16, 2048, 1})
     ->Args({1536, 16, 2048, 2})

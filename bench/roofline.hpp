@@ -30,10 +30,10 @@ inline void BM_Roofline_FmaPeak_f32(benchmark::State& state) {
   state.counters["FLOP/s"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
 }
 
-/// Sums a 512 MiB buffer with 32-byte vector loads into 8 independent vector accumulators (so add
+/// Sums a 512 MiB buffer with 64-byte vector loads into 8 independent vector accumulators (so add
 /// latency never limits it): the sustainable read bandwidth of one core.
 inline void BM_Roofline_MemoryRead(benchmark::State& state) {
-  typedef float v8 __attribute__((vector_size(32)));
+  typedef float v8 __attribute__((vector_size(64)));
   const std::size_t n = (std::size_t(512) << 20) / sizeof(v8);
   static std::vector<v8> data(n, v8{} + 1.0f);
   for (auto _ : state) {
