@@ -248,8 +248,9 @@ void check_dplr(const MatrixXc<T>& Lambda, const LowRank<T>& P, const MatrixXc<T
   check_all_positive(dt, where, "dt");
   for (Index n = 0; n < Lambda.cols(); ++n)
     for (Index h = 0; h < Lambda.rows(); ++h)
-      check(Lambda(h, n).real() < 0, where, "Lambda", "real parts < 0 (a stable diagonal part)",
-            ssm::detail::concat(Lambda(h, n), " at (", h, ", ", n, ")"));
+      if (!(Lambda(h, n).real() < 0))  // the message is built only on failure
+        check(false, where, "Lambda", "real parts < 0 (a stable diagonal part)",
+              ssm::detail::concat(Lambda(h, n), " at (", h, ", ", n, ")"));
 }
 
 /// Bilinear discretisation of H DPLR systems A = diag(Lambda) - P P^* (see `DPLRDiscrete`), computed in
