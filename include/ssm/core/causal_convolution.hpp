@@ -91,8 +91,7 @@ void causal_convolution_into(const Eigen::MatrixBase<Derived>& u, const KernelSp
     for (Index h = 0; h < H; ++h) {
       std::copy(input.col(h).data(), input.col(h).data() + L, padded.data());
       plan->forward(padded, work);
-      const std::complex<T>* ks = spectrum.spectrum.col(h).data();
-      for (Index b = 0; b < bins; ++b) work[b] *= ks[b];
+      fft::multiply_spectra(work.data(), spectrum.spectrum.col(h).data(), bins);
       plan->inverse(work, result);
       std::copy(result.data(), result.data() + L, y.col(h).data());
     }

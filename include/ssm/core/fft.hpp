@@ -242,4 +242,20 @@ inline Index fast_size(Index m) {
   return best;
 }
 
+/// a[i] *= b[i] for i < count, written as real arithmetic: (ar + i ai)(br + i bi) =
+/// (ar br - ai bi) + i (ar bi + ai br). std::complex's operator*= follows C's Annex G (a NaN result
+/// is re-examined by a library call to recover infinities), and that branch keeps the loop from
+/// vectorising; spectra of finite signals never need it. a and b may not overlap.
+template <class T>
+void multiply_spectra(std::complex<T>* a, const std::complex<T>* b, Index count) {
+  // std::complex<T> is laid out as T[2] (real, imaginary): [complex.numbers.general].
+  T* x = reinterpret_cast<T*>(a);
+  const T* y = reinterpret_cast<const T*>(b);
+  for (Index i = 0; i < count; ++i) {
+    const T ar = x[2 * i], ai = x[2 * i + 1], br = y[2 * i], bi = y[2 * i + 1];
+    x[2 * i] = ar * br - ai * bi;
+    x[2 * i + 1] = ar * bi + ai * br;
+  }
+}
+
 }  // namespace ssm::fft

@@ -59,6 +59,13 @@
 #include <type_traits>
 #include <vector>
 
+// With GCC or Clang on x86-64 the real kernel is also built for AVX2 + FMA and AVX-512 and chosen at
+// run time (see `run_real_scan`); SSM_NO_RUNTIME_DISPATCH turns this off.
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(SSM_NO_RUNTIME_DISPATCH)
+#define SSM_SCAN_DISPATCH 1
+#include "ssm/layers/selective_scan_avx512.hpp"
+#endif
+
 namespace ssm {
 
 /// softplus(v) = log(1 + exp(v)), and v for v > 20, exactly as PyTorch's F.softplus (beta 1, threshold 20).
@@ -155,10 +162,11 @@ inline constexpr Index kScanBuffer = 2048;
 #define SSM_RESTRICT
 #endif
 
-/// Bits of a float or double as the same-sized integer, and back (memcpy: no aliasing questions,
-/// and the compiler turns it into a register move that vectorises).
+/// Bits of a float or double as the same-sized unsigned integer, and back (memcpy: no aliasing
+/// questions, and the compiler turns it into a register move that vectorises). Unsigned, so that the
+/// exponent arithmetic below (a negative power of two shifted into place) wraps as defined.
 template <class Scalar>
-using bits_t = std::conditional_t<std::is_same_v<Scalar, float>, std::int32_t, std::int64_t>;
+using bits_t = std::conditional_t<std::is_same_v<Scalar, float>, std::uint32_t, std::uint64_t>;
 
 template <class Scalar>
 SSM_SCAN_INLINE bits_t<Scalar> to_bits(Scalar v) {
@@ -301,8 +309,8 @@ SSM_SCAN_INLINE float fast_log1p_nonnegative(float e) {
   // No selects on special values: u == 1 gives log(u) = 0 and a correction of exactly e, and a NaN
   // e propagates through the correction; so the loop has no control flow and vectorises.
   const float u = 1.0f + e;
-  const std::int32_t b = to_bits(u);
-  float kf = float(((b >> 23) & 0xff) - 127);
+  const std::uint32_t b = to_bits(u);
+  float kf = float(int((b >> 23) & 0xff) - 127);
   float m = from_bits<float>((b & 0x007fffff) | 0x3f800000);  // [1, 2)
   const float big = m > 1.41421356f ? 1.0f : 0.0f;
   m *= 1.0f - 0.5f * big;
@@ -325,7 +333,7 @@ SSM_SCAN_INLINE Scalar scan_softplus(Scalar v) {
   if constexpr (std::is_same_v<Scalar, float>) {
     // The threshold select on bits: a ?: here would be turned into a branch around the log1p.
     const float l = fast_log1p_nonnegative(fast_exp(std::min(v, 20.0f)));
-    const std::int32_t mask = -std::int32_t(v > 20.0f);
+    const std::uint32_t mask = 0u - std::uint32_t(v > 20.0f);
     return from_bits<float>((to_bits(v) & mask) | (to_bits(l) & ~mask));
   } else {
     return softplus(v);
@@ -432,6 +440,12 @@ SSM_SCAN_INLINE void scan_lanes_impl(const RealScanProblem<Scalar>& p, Index d0,
         const Scalar* SSM_RESTRICT ul = p.u + (d0 + w) * p.ld_u + t0;
         const Scalar bias = p.delta_bias ? p.delta_bias[d0 + w] : Scalar(0);
         Scalar tmp[kLaneBlock];
+#ifdef SSM_SCAN_DISPATCH
+        if constexpr (VB == 0 && std::is_same_v<Scalar, float>) {
+          if (p.softplus) softplus_deltas_avx512(dl, T, bias, tmp);
+          else scan_deltas(dl, T, bias, false, tmp);
+        } else
+#endif
         scan_deltas(dl, T, bias, p.softplus, tmp);
         for (Index t = 0; t < T; ++t) {
           dt[t * W + w] = tmp[t];
@@ -441,6 +455,13 @@ SSM_SCAN_INLINE void scan_lanes_impl(const RealScanProblem<Scalar>& p, Index d0,
         for (Index t = 0; t < T; ++t) dt[t * W + w] = du[t * W + w] = Scalar(0);
       }
     }
+#ifdef SSM_SCAN_DISPATCH
+    if constexpr (VB == 0 && !BL && !CL && std::is_same_v<Scalar, float>) {
+      // The AVX-512 build with B and C shared by the lanes: the hand-written kernel.
+      scan_block_shared_avx512(dt, du, A, x, nc, p.B.data + p.B.offset(d0, N) + t0 * p.B.stride + n0, p.B.stride,
+                               p.C.data + p.C.offset(d0, N) + t0 * p.C.stride + n0, p.C.stride, T, y);
+    } else
+#endif
     for (Index t = 0; t < T; ++t) {
       const Index s = t0 + t;
       const Scalar* SSM_RESTRICT dtt = dt + t * W;
@@ -521,9 +542,18 @@ SSM_SCAN_INLINE void scan_lanes_impl(const RealScanProblem<Scalar>& p, Index d0,
       } else {
         for (Index t = 0; t < T; ++t) o[t] += y[t * W + w];
       }
-      if (last)
-        scan_outputs(p.u + d * p.ld_u + t0, p.skip ? p.skip[d] : Scalar(0), p.z ? p.z + d * p.ld_z + t0 : nullptr, T,
-                   o);
+      if (last) {
+        const Scalar* ud = p.u + d * p.ld_u + t0;
+        const Scalar skip = p.skip ? p.skip[d] : Scalar(0);
+        const Scalar* zd = p.z ? p.z + d * p.ld_z + t0 : nullptr;
+#ifdef SSM_SCAN_DISPATCH
+        if constexpr (VB == 0 && std::is_same_v<Scalar, float>) {
+          if (zd) gate_outputs_avx512(ud, skip, zd, T, o);
+          else scan_outputs(ud, skip, zd, T, o);
+        } else
+#endif
+        scan_outputs(ud, skip, zd, T, o);
+      }
     }
   }
 }
@@ -563,8 +593,7 @@ void scan_lanes_baseline(const RealScanProblem<Scalar>& p, Index d0) {
 // widest one the CPU has is chosen at run time: the library stays header-only and portable, and a
 // build without -march flags still runs at the machine's speed. (SSM_NO_RUNTIME_DISPATCH turns
 // this off.)
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(SSM_NO_RUNTIME_DISPATCH)
-#define SSM_SCAN_DISPATCH 1
+#ifdef SSM_SCAN_DISPATCH
 template <class Scalar>
 __attribute__((target("avx2,fma"))) void scan_lanes_avx2(const RealScanProblem<Scalar>& p, Index d0) {
   scan_lanes<Scalar, 32>(p, d0);
@@ -573,7 +602,7 @@ __attribute__((target("avx2,fma"))) void scan_lanes_avx2(const RealScanProblem<S
 template <class Scalar>
 __attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma"))) void scan_lanes_avx512(const RealScanProblem<Scalar>& p,
                                                                                     Index d0) {
-  scan_lanes<Scalar, 0>(p, d0);  // the plain loops, which GCC vectorises fully for AVX-512
+  scan_lanes<Scalar, 0>(p, d0);  // plain loops (GCC vectorises them fully) or, fp32 with shared B / C, the intrinsics
 }
 
 /// Caps the instruction set `run_real_scan` uses (0 baseline, 1 AVX2, 2 AVX-512); -1, the default,
