@@ -8,13 +8,16 @@
 ///     x[n][w] = exp(dt[t][w] A[n][w]) x[n][w] + du[t][w] B[t b_stride + n]
 ///     y[t][w] = sum_n C[t c_stride + n] x[n][w]
 ///
-/// with dt, du and y stored [t][w], A and x stored [n][w] (16 floats per row, 64-byte aligned).
+/// with dt, du and y stored [t][w], A and x stored [n][w] (16 floats per row, 64-byte aligned);
+/// and, per channel along time, softplus of the step sizes and the SiLU gate of the outputs.
 ///
-/// Why a separate kernel: the portable kernel's exp (`detail::fast_exp`) builds 2^k in the exponent
-/// bits and then needs three selects for overflow, underflow and NaN; here `vscalefps` scales by 2^k
-/// and gets all three right by itself, which takes a third of the instructions out of the inner loop
-/// (the scan is bound by instruction throughput, not memory). Only included and called on x86-64 with
-/// GCC or Clang, from the AVX-512 build of the lane kernel after a run-time CPU check.
+/// Why separate kernels: the portable exp (`detail::fast_exp`) builds 2^k in the exponent bits and
+/// then needs three selects for overflow, underflow and NaN; here vscalefps scales by 2^k and gets
+/// all three right by itself, and vgetexpps / vgetmantps split log's argument. With N = 16 the
+/// per-channel work (softplus, gate) is a third of the scan, so it matters as much as the
+/// recurrence. Full registers use plain loads and stores; only a last partial register is masked
+/// (masked stores are slow on some CPUs). Only included and called on x86-64 with GCC or Clang,
+/// from the AVX-512 build of the lane kernel after a run-time CPU check.
 
 #include <immintrin.h>
 
