@@ -414,6 +414,51 @@ TEST(SelectiveScan, Avx512KernelExpMatchesStdExp) {
 }
 #endif
 
+#ifdef SSM_SCAN_DISPATCH
+TEST(SelectiveScan, Avx512SoftplusAndGateMatchTheirFormulas) {
+  // The AVX-512 kernel's softplus of the step sizes and its SiLU gate, against the formulas in
+  // double, over odd lengths (the masked last register) and the special values.
+  if (detail::scan_isa() < 2) GTEST_SKIP() << "this CPU has no AVX-512";
+  const double eps = double(std::numeric_limits<float>::epsilon());
+  std::vector<float> v;
+  for (int i = 0; i <= 20001; ++i) v.push_back(float(-80.0 + 110.0 * i / 20001.0));
+  const float bias = 0.25f;
+  std::vector<float> dt(v.size());
+  detail::softplus_deltas_avx512(v.data(), Index(v.size()), bias, dt.data());
+  double worst = 0;
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    const double x = double(v[i] + bias);
+    const double expected = x > 20 ? x : std::log1p(std::exp(x));
+    worst = std::max(worst, std::abs(double(dt[i]) - expected) / expected);
+  }
+  EXPECT_LE(worst, 4 * eps);
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> special = {inf, -inf, std::numeric_limits<float>::quiet_NaN(), 20.5f, -1e30f};
+  std::vector<float> got(special.size());
+  detail::softplus_deltas_avx512(special.data(), Index(special.size()), 0.0f, got.data());
+  EXPECT_EQ(got[0], inf);
+  EXPECT_EQ(got[1], 0.0f);
+  EXPECT_TRUE(std::isnan(got[2]));
+  EXPECT_EQ(got[3], 20.5f);
+  EXPECT_EQ(got[4], 0.0f);
+
+  std::mt19937_64 gen(3);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  for (Index T : {1, 15, 16, 17, 64}) {
+    std::vector<float> u(T), z(T), out(T), expected(T);
+    for (Index t = 0; t < T; ++t) {
+      u[t] = normal(gen);
+      z[t] = normal(gen);
+      out[t] = normal(gen);
+      const double y = double(out[t]) + 0.75 * double(u[t]);
+      expected[t] = float(y * double(z[t]) / (1.0 + std::exp(-double(z[t]))));
+    }
+    detail::gate_outputs_avx512(u.data(), 0.75f, z.data(), T, out.data());
+    for (Index t = 0; t < T; ++t) EXPECT_NEAR(out[t], expected[t], 8 * eps * std::abs(expected[t])) << T << " " << t;
+  }
+}
+#endif
+
 TEST(SelectiveScan, KernelSoftplusMatchesStdSoftplus) {
   const double eps = double(std::numeric_limits<float>::epsilon());
   double worst = 0;
