@@ -80,9 +80,24 @@ ssm::Sequence<T> uncached_forward(const Layer& l, const ssm::Sequence<T>& u) {
   return y;
 }
 
-// Adapters: how to make each layer and run its modes.
+/// The modes every layer runs through the same API (initial_state, forward, forward_recurrent, step).
+template <class LayerType, class T>
+struct LayerModes {
+  using Layer = LayerType;
+  static auto state(const Layer& l) { return l.initial_state(); }
+  static void reset(typename Layer::State& s) { s.x.setZero(); }
+  static ssm::Sequence<T> conv(const Layer& l, const ssm::Sequence<T>& u) { return l.forward(u); }
+  static ssm::Sequence<T> recurrent(const Layer& l, const ssm::Sequence<T>& u, typename Layer::State& s) {
+    return l.forward_recurrent(u, s);
+  }
+  static void step(const Layer& l, const ssm::VectorX<T>& u, ssm::VectorX<T>& y, typename Layer::State& s) {
+    l.step(u, s, y);
+  }
+};
+
+// Adapters: how to make each layer and time its convolution at a length it has not cached.
 template <class T>
-struct S4DLayer {
+struct S4DLayer : LayerModes<ssm::S4D<T>, T> {
   using Layer = ssm::S4D<T>;
   static Layer make(ssm::Index H, ssm::Index N) {
     std::mt19937_64 gen(1);
@@ -91,19 +106,10 @@ struct S4DLayer {
   static ssm::Sequence<T> conv_new_length(const Layer& l, const ssm::Sequence<T>& u) {
     return uncached_forward(l, u);
   }
-  static auto state(const Layer& l) { return l.initial_state(); }
-  static void reset(typename Layer::State& s) { s.x.setZero(); }
-  static ssm::Sequence<T> conv(const Layer& l, const ssm::Sequence<T>& u) { return l.forward(u); }
-  static ssm::Sequence<T> recurrent(const Layer& l, const ssm::Sequence<T>& u, typename Layer::State& s) {
-    return l.forward_recurrent(u, s);
-  }
-  static void step(const Layer& l, const ssm::VectorX<T>& u, ssm::VectorX<T>& y, typename Layer::State& s) {
-    l.step(u, s, y);
-  }
 };
 
 template <class T>
-struct S4Layer {
+struct S4Layer : LayerModes<ssm::S4<T>, T> {
   using Layer = ssm::S4<T>;
   static Layer make(ssm::Index H, ssm::Index N) {
     std::mt19937_64 gen(1);
@@ -112,19 +118,10 @@ struct S4Layer {
   static ssm::Sequence<T> conv_new_length(const Layer& l, const ssm::Sequence<T>& u) {
     return uncached_forward(l, u);
   }
-  static auto state(const Layer& l) { return l.initial_state(); }
-  static void reset(typename Layer::State& s) { s.x.setZero(); }
-  static ssm::Sequence<T> conv(const Layer& l, const ssm::Sequence<T>& u) { return l.forward(u); }
-  static ssm::Sequence<T> recurrent(const Layer& l, const ssm::Sequence<T>& u, typename Layer::State& s) {
-    return l.forward_recurrent(u, s);
-  }
-  static void step(const Layer& l, const ssm::VectorX<T>& u, ssm::VectorX<T>& y, typename Layer::State& s) {
-    l.step(u, s, y);
-  }
 };
 
 template <class T>
-struct LRULayer {
+struct LRULayer : LayerModes<ssm::LinearRecurrentUnit<T>, T> {
   using Layer = ssm::LinearRecurrentUnit<T>;
   static Layer make(ssm::Index H, ssm::Index N) {
     std::mt19937_64 gen(1);
@@ -134,15 +131,6 @@ struct LRULayer {
   // empty cache (its constructor is O(N H), small next to the kernels).
   static ssm::Sequence<T> conv_new_length(const Layer& l, const ssm::Sequence<T>& u) {
     return Layer(l.params()).forward(u);
-  }
-  static auto state(const Layer& l) { return l.initial_state(); }
-  static void reset(typename Layer::State& s) { s.x.setZero(); }
-  static ssm::Sequence<T> conv(const Layer& l, const ssm::Sequence<T>& u) { return l.forward(u); }
-  static ssm::Sequence<T> recurrent(const Layer& l, const ssm::Sequence<T>& u, typename Layer::State& s) {
-    return l.forward_recurrent(u, s);
-  }
-  static void step(const Layer& l, const ssm::VectorX<T>& u, ssm::VectorX<T>& y, typename Layer::State& s) {
-    l.step(u, s, y);
   }
 };
 
