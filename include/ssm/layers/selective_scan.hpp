@@ -185,6 +185,32 @@ SSM_SCAN_INLINE Scalar from_bits(bits_t<Scalar> b) {
   return v;
 }
 
+/// p = exp(r) for the reduced argument |r| <= ln 2 / 2, on a scalar or a generic vector V of Scalar
+/// (the same operations lane by lane): the Cephes polynomial (float, degree 7, ~1 ulp) or the Taylor
+/// series to degree 13 (double, < 1 ulp of truncation). By reference, so that no vector is passed by
+/// value.
+template <class Scalar, class V>
+SSM_SCAN_INLINE void exp_of_reduced(const V& r, V& p) {
+  if constexpr (std::is_same_v<Scalar, float>) {
+    const V z = r * r;
+    p = ((((((Scalar(1.9875691500E-4) * r + Scalar(1.3981999507E-3)) * r + Scalar(8.3334519073E-3)) * r +
+            Scalar(4.1665795894E-2)) * r + Scalar(1.6666665459E-1)) * r + Scalar(5.0000001201E-1)) * z + r) + Scalar(1);
+  } else {
+    p = Scalar(1.0 / 6227020800.0) * r + Scalar(1.0 / 479001600.0);  // 1/13!, 1/12!
+    p = p * r + Scalar(1.0 / 39916800.0);
+    p = p * r + Scalar(1.0 / 3628800.0);
+    p = p * r + Scalar(1.0 / 362880.0);
+    p = p * r + Scalar(1.0 / 40320.0);
+    p = p * r + Scalar(1.0 / 5040.0);
+    p = p * r + Scalar(1.0 / 720.0);
+    p = p * r + Scalar(1.0 / 120.0);
+    p = p * r + Scalar(1.0 / 24.0);
+    p = p * r + Scalar(1.0 / 6.0);
+    p = p * r + Scalar(0.5);
+    p = (p * r) * r + r + Scalar(1);
+  }
+}
+
 /// exp(v), branch-free so that loops of it vectorise with whatever instruction set the enclosing
 /// function is compiled for (the scan's cost is one exp per channel x state x step).
 /// v = n ln 2 + r with |r| <= ln 2 / 2 (n by the round-to-nearest "magic number" addition, which
@@ -208,25 +234,7 @@ SSM_SCAN_INLINE Scalar fast_exp(Scalar v) {
   const I ni = to_bits(t) - to_bits(magic);
   const Scalar r = (c - n * ln2_hi) - n * ln2_lo;
   Scalar p;
-  if constexpr (single) {
-    const Scalar z = r * r;
-    p = ((((((Scalar(1.9875691500E-4) * r + Scalar(1.3981999507E-3)) * r + Scalar(8.3334519073E-3)) * r +
-            Scalar(4.1665795894E-2)) * r + Scalar(1.6666665459E-1)) * r + Scalar(5.0000001201E-1)) * z + r) + Scalar(1);
-  } else {
-    p = Scalar(1.0 / 6227020800.0);  // 1/13!
-    p = p * r + Scalar(1.0 / 479001600.0);
-    p = p * r + Scalar(1.0 / 39916800.0);
-    p = p * r + Scalar(1.0 / 3628800.0);
-    p = p * r + Scalar(1.0 / 362880.0);
-    p = p * r + Scalar(1.0 / 40320.0);
-    p = p * r + Scalar(1.0 / 5040.0);
-    p = p * r + Scalar(1.0 / 720.0);
-    p = p * r + Scalar(1.0 / 120.0);
-    p = p * r + Scalar(1.0 / 24.0);
-    p = p * r + Scalar(1.0 / 6.0);
-    p = p * r + Scalar(0.5);
-    p = (p * r) * r + r + Scalar(1);
-  }
+  exp_of_reduced<Scalar>(r, p);
   Scalar e = from_bits<Scalar>(to_bits(p) + (ni << mant));
   e = v > hi ? std::numeric_limits<Scalar>::infinity() : e;
   e = v < lo ? Scalar(0) : e;
@@ -279,25 +287,7 @@ SSM_SCAN_INLINE void fast_exp_lanes(V& e, const V& v) {
   const IV ni = (IV)t - (IV)magic;
   const V r = (c - n * ln2_hi) - n * ln2_lo;
   V p;
-  if constexpr (single) {
-    const V z = r * r;
-    p = ((((((Scalar(1.9875691500E-4) * r + Scalar(1.3981999507E-3)) * r + Scalar(8.3334519073E-3)) * r +
-            Scalar(4.1665795894E-2)) * r + Scalar(1.6666665459E-1)) * r + Scalar(5.0000001201E-1)) * z + r) + Scalar(1);
-  } else {
-    p = zero + Scalar(1.0 / 6227020800.0);
-    p = p * r + Scalar(1.0 / 479001600.0);
-    p = p * r + Scalar(1.0 / 39916800.0);
-    p = p * r + Scalar(1.0 / 3628800.0);
-    p = p * r + Scalar(1.0 / 362880.0);
-    p = p * r + Scalar(1.0 / 40320.0);
-    p = p * r + Scalar(1.0 / 5040.0);
-    p = p * r + Scalar(1.0 / 720.0);
-    p = p * r + Scalar(1.0 / 120.0);
-    p = p * r + Scalar(1.0 / 24.0);
-    p = p * r + Scalar(1.0 / 6.0);
-    p = p * r + Scalar(0.5);
-    p = (p * r) * r + r + Scalar(1);
-  }
+  exp_of_reduced<Scalar>(r, p);
   e = (V)((IV)p + (ni << mant));
   e = v > hi ? zero + std::numeric_limits<Scalar>::infinity() : e;
   e = v < lo ? zero : e;
