@@ -52,7 +52,7 @@ using ssm::bench::ThreadScope;
 template <class T>
 ssm::S4<T> make_s4(ssm::Index H, ssm::Index N) {
   std::mt19937_64 gen(42);
-  return ssm::S4<T>(ssm::S4<T>::hippo_init(H, N, ssm::hippo::Measure::legs, 1e-3, 1e-1, gen));
+  return ssm::S4<T>::initialise(H, N, ssm::hippo::Measure::legs, gen, 1e-3, 1e-1);
 }
 
 void set_kernel_counters(benchmark::State& state, ssm::Index L, ssm::Index H, std::size_t scalar_bytes) {
@@ -175,7 +175,7 @@ struct VandermondeInputs {
     std::mt19937_64 gen(7);
     const auto layer = ssm::S4D<T>::initialise(H, N, ssm::hippo::DiagonalInit::inv, ssm::Discretization::zoh, gen);
     const auto& p = layer.params();
-    log_z = p.dt.template cast<std::complex<T>>().asDiagonal() * p.A;
+    log_z = p.dt().template cast<std::complex<T>>().asDiagonal() * p.Lambda;
     W = p.C.cwiseProduct(layer.B_bar().transpose());
   }
 };

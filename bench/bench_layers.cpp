@@ -10,7 +10,7 @@
 //                                  (MEASURE up to L = 16384, ESTIMATE beyond: see planning_for).
 //   BM_<Layer>ConvCached<T>/L/H/N  the same call on a layer whose spectrum for L is already cached: the
 //                                  steady cost of many sequences of one length (two FFTs per channel).
-//   BM_<Layer>Recurrent<T>/L/H/N   recurrent mode over the whole sequence (forward_recurrent) from a zero
+//   BM_<Layer>Recurrent<T>/L/H/N   recurrent mode over the whole sequence (forward(u, state, Mode::recurrence)) from a zero
 //                                  state.
 //   BM_<Layer>Step<T>/H/N          one step of all H channels (streaming, allocation-free).
 // <Layer> is S4, S4D or LRU (LinearRecurrentUnit); N is the state size as each layer counts it
@@ -80,7 +80,7 @@ ssm::Sequence<T> uncached_forward(const Layer& l, const ssm::Sequence<T>& u) {
   return y;
 }
 
-/// The modes every layer runs through the same API (initial_state, forward, forward_recurrent, step).
+/// The modes every layer runs through the same API (initial_state, forward, forward from a state, step).
 template <class LayerType, class T>
 struct LayerModes {
   using Layer = LayerType;
@@ -88,7 +88,7 @@ struct LayerModes {
   static void reset(typename Layer::State& s) { s.x.setZero(); }
   static ssm::Sequence<T> conv(const Layer& l, const ssm::Sequence<T>& u) { return l.forward(u); }
   static ssm::Sequence<T> recurrent(const Layer& l, const ssm::Sequence<T>& u, typename Layer::State& s) {
-    return l.forward_recurrent(u, s);
+    return l.forward(u, s, ssm::Mode::recurrence);
   }
   static void step(const Layer& l, const ssm::VectorX<T>& u, ssm::VectorX<T>& y, typename Layer::State& s) {
     l.step(u, s, y);
@@ -113,7 +113,7 @@ struct S4Layer : LayerModes<ssm::S4<T>, T> {
   using Layer = ssm::S4<T>;
   static Layer make(ssm::Index H, ssm::Index N) {
     std::mt19937_64 gen(1);
-    return Layer(Layer::hippo_init(H, N, ssm::hippo::Measure::legs, 1e-3, 1e-1, gen));
+    return Layer::initialise(H, N, ssm::hippo::Measure::legs, gen, 1e-3, 1e-1);
   }
   static ssm::Sequence<T> conv_new_length(const Layer& l, const ssm::Sequence<T>& u) {
     return uncached_forward(l, u);

@@ -145,12 +145,17 @@ void BM_SelectiveScan(benchmark::State& state) {
   ssm::MatrixX<T> A(D, N);
   for (ssm::Index d = 0; d < D; ++d)
     for (ssm::Index n = 0; n < N; ++n) A(d, n) = -T(n + 1);
-  const auto B = ssm::ScanMatrix<T>::per_step(random_sequence<T>(L, N, 3));
-  const auto C = ssm::ScanMatrix<T>::per_step(random_sequence<T>(L, N, 4));
+  // The scan takes views of B, C and the options: the values live here.
+  const ssm::Sequence<T> B_values = random_sequence<T>(L, N, 3), C_values = random_sequence<T>(L, N, 4);
+  const auto B = ssm::ScanMatrix<T>::per_step(B_values);
+  const auto C = ssm::ScanMatrix<T>::per_step(C_values);
+  const ssm::VectorX<T> skip = ssm::VectorX<T>::Ones(D);
+  const ssm::Sequence<T> z = random_sequence<T>(L, D, 5);
+  const ssm::VectorX<T> bias = ssm::VectorX<T>::Constant(D, T(-4));  // softplus(-4) ~ 0.018: a typical dt
   ssm::SelectiveScanOptions<T> options;
-  options.D = ssm::VectorX<T>::Ones(D);
-  options.z = random_sequence<T>(L, D, 5);
-  options.delta_bias = ssm::VectorX<T>::Constant(D, T(-4));  // softplus(-4) ~ 0.018: a typical dt
+  options.D = skip;
+  options.z = z;
+  options.delta_bias = bias;
   options.delta_softplus = true;
   for (auto _ : state) {
     auto r = ssm::selective_scan(u, delta, A, B, C, options);
@@ -222,12 +227,13 @@ void mamba_step(benchmark::State& state, bool cold) {
   ThreadScope threads(state, 1);
   auto& stack = BlockStack<T>::get(d_model, d_state, cold);
   const ssm::VectorX<T> u = random_sequence<T>(d_model, 1, 9);
+  ssm::VectorX<T> y(d_model);
   const std::size_t count = stack.blocks.size();
-  for (std::size_t k = 0; k < count; ++k) stack.blocks[k]->step(u, stack.states[k]);  // warm the code paths
+  for (std::size_t k = 0; k < count; ++k) stack.blocks[k]->step(u, stack.states[k], y);  // warm the code paths
   std::size_t k = 0;
   const std::int64_t before = g_allocations.load();
   for (auto _ : state) {
-    const auto& y = stack.blocks[k]->step(u, stack.states[k]);
+    stack.blocks[k]->step(u, stack.states[k], y);
     benchmark::DoNotOptimize(y.data());
     if (++k == count) k = 0;
   }
@@ -279,10 +285,11 @@ void BM_MambaLMTokens(benchmark::State& state) {
   ThreadScope threads(state, 1);
   const auto& lm = random_lm<T>(state.range(0), state.range(1), state.range(2));
   auto s = lm.initial_state();
+  ssm::VectorX<T> logits(lm.vocab_size());
   typename ssm::MambaLM<T>::Token token = 1;
   const std::int64_t before = g_allocations.load();
   for (auto _ : state) {
-    const auto& logits = lm.step(token, s);
+    lm.step(token, s, logits);
     ssm::Index best = 0;
     logits.maxCoeff(&best);
     token = best;

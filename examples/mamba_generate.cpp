@@ -65,14 +65,14 @@ int main(int argc, char** argv) {
     // Prefill the prompt in one pass, then decode token by token (what generate() does, timed apart).
     auto state = lm.initial_state();
     const auto t0 = Clock::now();
-    lm.forward(prompt, state);
+    ssm::VectorX<float> logits = lm.forward(prompt, state).bottomRows(1).transpose();  // the last position's
     const auto t1 = Clock::now();
     std::vector<std::int64_t> out;
     for (long k = 0; k < n_new; ++k) {
       Eigen::Index best = 0;
-      state.logits.maxCoeff(&best);
+      logits.maxCoeff(&best);
       out.push_back(best);
-      if (k + 1 < n_new) lm.step(best, state);
+      if (k + 1 < n_new) lm.step(best, state, logits);  // allocation-free, into the same vector
     }
     const auto t2 = Clock::now();
 

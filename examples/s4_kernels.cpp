@@ -116,7 +116,7 @@ int main(int argc, char** argv) {
   for (auto [measure, name] : {std::pair{ssm::hippo::Measure::legs, "S4 HiPPO-LegS"},
                                std::pair{ssm::hippo::Measure::fout, "S4 FouT"}}) {
     std::mt19937_64 init_gen(1);  // draws dt, C, D, all overwritten below
-    auto p = ssm::S4<double>::hippo_init(kChannels, N, measure, 1e-3, 1e-1, init_gen);
+    auto p = ssm::S4<double>::initialise(kChannels, N, measure, init_gen, 1e-3, 1e-1).params();
     for (Index h = 0; h < kChannels; ++h) p.log_dt(h) = std::log(kSteps[h]);
     p.C = C_rows;
     p.D.setZero();
@@ -129,7 +129,7 @@ int main(int argc, char** argv) {
                             std::pair{ssm::hippo::DiagonalInit::inv, "S4D-Inv"}}) {
     std::mt19937_64 init_gen(1);
     auto p = ssm::S4D<double>::initialise(kChannels, N, init, ssm::Discretization::zoh, init_gen).params();
-    for (Index h = 0; h < kChannels; ++h) p.dt(h) = kSteps[h];
+    for (Index h = 0; h < kChannels; ++h) p.log_dt(h) = std::log(kSteps[h]);
     p.C = C_rows;
     p.D.setZero();
     const ssm::S4D<double> layer(p);

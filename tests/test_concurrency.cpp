@@ -27,7 +27,7 @@ void on_threads(F&& work) {
   for (auto& th : threads) th.join();
 }
 
-/// For a layer with forward (convolution), forward_recurrent and step: each thread takes its own
+/// For a layer with forward (convolution), forward(u, state, Mode::recurrence) and step: each thread takes its own
 /// input of its own length, so the threads fill the layer's spectrum cache for different lengths
 /// at the same time, and compares all three modes with results computed beforehand on one thread
 /// by a separate copy of the layer (its own cache).
@@ -47,7 +47,7 @@ void check_layer_threads(const typename Layer::Params& params, Index H, double t
     const auto& u = inputs[std::size_t(t)];
     const MatrixX<T> conv = shared.forward(u);
     auto state = shared.initial_state();
-    const MatrixX<T> rec = shared.forward_recurrent(u, state);
+    const MatrixX<T> rec = shared.forward(u, state, ssm::Mode::recurrence);
     auto stream = shared.initial_state();
     MatrixX<T> stepped(u.rows(), H);
     VectorX<T> y(H);
@@ -69,7 +69,7 @@ TYPED_TEST_SUITE(Concurrency, Scalars);
 TYPED_TEST(Concurrency, S4SharedAcrossThreads) {
   using T = TypeParam;
   std::mt19937_64 gen(1);
-  check_layer_threads<S4<T>, T>(S4<T>::hippo_init(3, 16, hippo::Measure::legs, 1e-2, 1e-1, gen), 3,
+  check_layer_threads<S4<T>, T>(S4<T>::initialise(3, 16, hippo::Measure::legs, gen, 1e-2, 1e-1).params(), 3,
                                 100 * scalar_traits<T>::tolerance);
 }
 

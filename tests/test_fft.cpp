@@ -64,6 +64,38 @@ TYPED_TEST(FFTTest, PlansAreCachedPerSize) {
   EXPECT_THROW(fft::real_fft<T>(0), ssm::error);
 }
 
+TYPED_TEST(FFTTest, PlanCacheHasABudgetEvictsAndClears) {
+  using T = TypeParam;
+  const std::size_t saved = fft::plan_cache_budget();
+  fft::clear_plan_cache();
+  EXPECT_EQ(fft::plan_cache_size(), 0u);
+  EXPECT_EQ(fft::plan_cache_bytes(), 0u);
+  const auto p100 = fft::real_fft<T>(100);
+  // A plan's estimate: 2 n complex values (FFTW's twiddles for both directions and work buffers).
+  EXPECT_GE(p100->bytes(), 200 * sizeof(std::complex<T>));
+  EXPECT_EQ(fft::plan_cache_bytes(), p100->bytes());
+  EXPECT_EQ(fft::plan_cache_size(), 1u);
+  // A budget of about three such plans: planning more evicts the least recently used.
+  fft::set_plan_cache_budget(3 * p100->bytes() + p100->bytes() / 2);
+  for (Index n : {98, 96, 100, 94, 92}) fft::real_fft<T>(n);  // 100 is re-used before 94 and 92 arrive
+  EXPECT_LE(fft::plan_cache_bytes(), fft::plan_cache_budget());
+  EXPECT_LE(fft::plan_cache_size(), 3u);
+  EXPECT_EQ(fft::real_fft<T>(100).get(), p100.get());  // still cached: it was used recently
+  // The evicted plan held by a caller still works, and clearing does not invalidate it either.
+  const auto p98 = fft::real_fft<T>(98);
+  fft::clear_plan_cache();
+  EXPECT_EQ(fft::plan_cache_size(), 0u);
+  fft::Buffer<T> x(98), back(98);
+  fft::Buffer<std::complex<T>> X(50);
+  for (Index j = 0; j < 98; ++j) x[j] = T(j % 5);
+  p98->forward(x, X);
+  p98->inverse(X, back);
+  for (Index j = 0; j < 98; ++j) EXPECT_NEAR(back[j] / 98, x[j], 100 * scalar_traits<T>::tolerance);
+  EXPECT_NE(fft::real_fft<T>(100).get(), nullptr);  // planned anew after clear()
+  fft::set_plan_cache_budget(saved);
+  EXPECT_EQ(fft::plan_cache_budget(), std::size_t(64) << 20);
+}
+
 TYPED_TEST(FFTTest, MismatchedBuffersAreRejected) {
   using T = TypeParam;
   const auto plan = fft::real_fft<T>(32);

@@ -3,8 +3,11 @@
 
 #include "ssm/hippo.hpp"
 
+#include <Eigen/Eigenvalues>
+
 #include <algorithm>
 #include <string>
+#include <vector>
 
 namespace ssm::test {
 namespace {
@@ -221,19 +224,74 @@ TEST(HippoDiagonal, ClosedFormsForLargerN) {
   const auto lin = hippo::diagonal_init(DiagonalInit::lin, N);
   const auto inv = hippo::diagonal_init(DiagonalInit::inv, N);
   const auto real = hippo::diagonal_init(DiagonalInit::real, N);
-  const auto legs = hippo::diagonal_init(DiagonalInit::legs, N);
-  const auto form = hippo::nplr(Measure::legs, N);
   ASSERT_EQ(lin.A.size(), N / 2);
   for (Index n = 0; n < N / 2; ++n) {
     EXPECT_EQ(lin.A(n), Complex<double>(-0.5, -pi * n));
     EXPECT_NEAR(inv.A(n).imag(), -(N / pi) * (double(N) / (2 * n + 1) - 1), 1e-12);
     EXPECT_EQ(real.A(n), Complex<double>(-1.0 - n, 0.0));
-    EXPECT_EQ(legs.A(n), Complex<double>(-0.5, form.W(n).imag()));
-    EXPECT_EQ(legs.B(n), form.B(n));
     EXPECT_EQ(lin.B(n), Complex<double>(1.0, 0.0));
   }
   EXPECT_THROW(hippo::diagonal_init(DiagonalInit::lin, 7), ssm::error);
   EXPECT_THROW(hippo::diagonal_init(DiagonalInit::legs, 0), ssm::error);
+}
+
+/// S4D-LegS from first principles, by another algorithm than the library's: the normal part of LegS,
+/// S = A + P0 P0^T with P0_n = sqrt(n + 1/2), has the closed form S_nn = -1/2 and
+/// S_nk = -sign(n - k) sqrt((2n+1)(2k+1))/2 off the diagonal. Its eigenpairs come here from Eigen's general
+/// ComplexEigenSolver (complex Schur) on the dense S; the library diagonalises -i times the skew part with
+/// a self-adjoint solver. Mode n is the n-th eigenvalue with imag < 0 in increasing imag; its B is
+/// v^* B0 (B0_n = sqrt(2n+1)), v the unit eigenvector with its first significant component real and
+/// positive (the documented phase), imag clipped to [-2, 2].
+TEST(HippoDiagonal, LegSMatchesAnIndependentEigensolver) {
+  for (Index N : {2, 8, 16, 64}) {
+    SCOPED_TRACE("N=" + std::to_string(N));
+    MatrixXc<double> S(N, N);
+    for (Index n = 0; n < N; ++n)
+      for (Index k = 0; k < N; ++k)
+        S(n, k) = n == k ? -0.5 : (n > k ? -0.5 : 0.5) * std::sqrt(double((2 * n + 1) * (2 * k + 1)));
+    Eigen::ComplexEigenSolver<MatrixXc<double>> solver(S);
+    ASSERT_EQ(solver.info(), Eigen::Success);
+    std::vector<Index> modes;
+    for (Index i = 0; i < N; ++i)
+      if (solver.eigenvalues()(i).imag() < 0) modes.push_back(i);
+    ASSERT_EQ(Index(modes.size()), N / 2);
+    std::sort(modes.begin(), modes.end(),
+              [&](Index i, Index j) { return solver.eigenvalues()(i).imag() < solver.eigenvalues()(j).imag(); });
+    VectorX<double> B0(N);
+    for (Index n = 0; n < N; ++n) B0(n) = std::sqrt(double(2 * n + 1));
+    VectorXc<double> A_expected(N / 2), B_expected(N / 2);
+    for (Index m = 0; m < N / 2; ++m) {
+      A_expected(m) = solver.eigenvalues()(modes[std::size_t(m)]);
+      VectorXc<double> v = solver.eigenvectors().col(modes[std::size_t(m)]);
+      v /= v.norm();
+      Index i = 0;
+      while (i < N - 1 && std::abs(v(i)) <= 1e-6) ++i;
+      v *= std::conj(v(i)) / std::abs(v(i));
+      const Complex<double> b = v.dot(B0.cast<Complex<double>>());  // v^* B0
+      B_expected(m) = {b.real(), std::clamp(b.imag(), -2.0, 2.0)};
+    }
+    const auto legs = hippo::diagonal_init(DiagonalInit::legs, N);
+    // Eigenvalues of a normal matrix are perfectly conditioned: both solvers are backward stable, so they
+    // agree to a small multiple of eps ||S|| (||S|| <= N^2/2; the largest |eigenvalue| is ~ ||S||).
+    SSM_EXPECT_NEAR_REL(legs.A, A_expected, 1e-13 * double(N));
+    // An eigenvector moves by eps ||S|| / gap; LegS's eigenvalue gaps are >= ~1 while ||S|| grows like
+    // N^2, so B (|B| <= ||B0|| = N) agrees to ~ eps N^2 relative.
+    SSM_EXPECT_NEAR_REL(legs.B, B_expected, 1e-14 * double(N * N));
+  }
+}
+
+/// S4D-LegS at N = 16 against the reference's own NPLR of LegS (nplr_legs, computed in float64): the
+/// eigenvalues directly, B up to the sign of each mode (the reference's eigenvector phase convention is
+/// LAPACK's, see HippoNPLR).
+TEST(HippoDiagonal, LegSMatchesTheGoldenNPLR) {
+  const auto legs = hippo::diagonal_init(DiagonalInit::legs, 16);
+  const VectorXc<double> W = golden_complex("nplr_legs", "W"), B = golden_complex("nplr_legs", "B");
+  ASSERT_EQ(W.size(), 8);
+  SSM_EXPECT_NEAR_REL(legs.A, W, 1e-12);
+  for (Index n = 0; n < 8; ++n) {
+    const double s = std::abs(legs.B(n) + B(n)) < std::abs(legs.B(n) - B(n)) ? -1.0 : 1.0;
+    EXPECT_LT(std::abs(s * legs.B(n) - B(n)), 1e-12 * B.cwiseAbs().maxCoeff()) << "mode " << n;
+  }
 }
 
 TEST(HippoDt, LogUniformInRangeSeededAndSpread) {

@@ -45,7 +45,7 @@ TYPED_TEST(LinearRecurrentUnitTest, GoldenOutputsAndFinalState) {
   const MatrixX<double> y_expected = golden("lru", "y").matrix<double>();
   const VectorXc<double> x_expected = golden("lru", "final_state").matrix<std::complex<double>>();
   auto state = unit.initial_state();
-  const Sequence<T> y = unit.forward_recurrent(u, state);
+  const Sequence<T> y = unit.forward(u, state, ssm::Mode::recurrence);
   SSM_EXPECT_NEAR_REL(y.template cast<double>(), y_expected, golden_tol<T>());
   SSM_EXPECT_NEAR_REL(state.x.template cast<std::complex<double>>(), x_expected, golden_tol<T>());
   SSM_EXPECT_NEAR_REL(unit.forward(u).template cast<double>(), y_expected, golden_tol<T>());
@@ -99,7 +99,7 @@ TYPED_TEST(LinearRecurrentUnitTest, ConvolutionEqualsRecurrence) {
     const auto unit = LinearRecurrentUnit<T>::initialise(5, 12, gen, 0.5, 0.999);
     const MatrixX<T> u = random_normal<T>(L, 5, gen);
     auto state = unit.initial_state();
-    const Sequence<T> y_rec = unit.forward_recurrent(u, state);
+    const Sequence<T> y_rec = unit.forward(u, state, ssm::Mode::recurrence);
     // Relative to the largest output: the FFT adds eps log2(n) sum|K||u|, the recurrence (depth up to
     // 1/(1 - 0.999) = 1000 steps) rounds a few eps per step, but errors average out:
     // observed 1e-15 and 5e-7.
@@ -114,10 +114,10 @@ TYPED_TEST(LinearRecurrentUnitTest, ChunkedPrefillStepAndCache) {
   const auto unit = LinearRecurrentUnit<T>::initialise(4, 6, gen, 0.8, 0.99);
   const MatrixX<T> u = random_normal<T>(3000, 4, gen);  // longer than one internal chunk
   auto whole = unit.initial_state();
-  const Sequence<T> y = unit.forward_recurrent(u, whole);
+  const Sequence<T> y = unit.forward(u, whole, ssm::Mode::recurrence);
   auto pieces = unit.initial_state();
-  const Sequence<T> y1 = unit.forward_recurrent(u.topRows(1500), pieces);
-  const Sequence<T> y2 = unit.forward_recurrent(u.middleRows(1500, 1490), pieces);
+  const Sequence<T> y1 = unit.forward(u.topRows(1500), pieces, ssm::Mode::recurrence);
+  const Sequence<T> y2 = unit.forward(u.middleRows(1500, 1490), pieces, ssm::Mode::recurrence);
   Sequence<T> y3(10, 4);
   for (Index t = 0; t < 10; ++t) unit.step(u.row(2990 + t).transpose(), pieces, y3.row(t).transpose());
   Sequence<T> joined(3000, 4);
@@ -145,7 +145,7 @@ TYPED_TEST(LinearRecurrentUnitTest, StepAllocatesNothing) {
   std::string why;
   EXPECT_EQ(allocations_during([&] { for (Index t = 0; t < 10; ++t) unit.step(u.row(t).transpose(), state, y.row(t).transpose()); }, why), 0) << why;
   auto again = unit.initial_state();
-  SSM_EXPECT_NEAR_REL(unit.forward_recurrent(u, again), y, 50 * double(scalar_traits<T>::epsilon));
+  SSM_EXPECT_NEAR_REL(unit.forward(u, again, ssm::Mode::recurrence), y, 50 * double(scalar_traits<T>::epsilon));
 }
 
 TYPED_TEST(LinearRecurrentUnitTest, MillionStepsStayFiniteAndModesAgree) {
@@ -156,7 +156,7 @@ TYPED_TEST(LinearRecurrentUnitTest, MillionStepsStayFiniteAndModesAgree) {
   const auto unit = LinearRecurrentUnit<T>::initialise(1, 4, gen, 0.99, 0.9999);
   const MatrixX<T> u = random_normal<T>(L, 1, gen);
   auto state = unit.initial_state();
-  const Sequence<T> y_rec = unit.forward_recurrent(u, state);
+  const Sequence<T> y_rec = unit.forward(u, state, ssm::Mode::recurrence);
   const Sequence<T> y_conv = unit.forward(u);
   ASSERT_TRUE(y_rec.allFinite());
   ASSERT_TRUE(y_conv.allFinite());
@@ -175,13 +175,13 @@ TYPED_TEST(LinearRecurrentUnitTest, FloatAgreesWithDoubleWithinDocumentedBound) 
       p.B.template cast<std::complex<T>>(), p.C.template cast<std::complex<T>>(), p.D.template cast<T>()});
   const MatrixX<double> u = random_normal<double>(2000, 8, gen);
   auto s = reference.initial_state();
-  const Sequence<double> y = reference.forward_recurrent(u, s);
+  const Sequence<double> y = reference.forward(u, s, ssm::Mode::recurrence);
   // Documented bound: float outputs within 1e-5 of double, relative to the largest output, for
   // |lambda| <= 0.999 (rounding lambda to float moves lambda^l by l eps |lambda|^l <= 0.37 eps / (1 - |lambda|),
   // which averages down over the modes and steps): observed 1.2e-6.
   const double tol = std::is_same_v<T, double> ? 1e-13 : 1e-5;
   auto s_t = unit.initial_state();
-  SSM_EXPECT_NEAR_REL(unit.forward_recurrent(u.cast<T>(), s_t).template cast<double>(), y, tol);
+  SSM_EXPECT_NEAR_REL(unit.forward(u.cast<T>(), s_t, ssm::Mode::recurrence).template cast<double>(), y, tol);
   SSM_EXPECT_NEAR_REL(unit.forward(u.cast<T>()).template cast<double>(), y, tol);
 }
 
@@ -212,12 +212,12 @@ TYPED_TEST(LinearRecurrentUnitTest, BadInputsAreClearErrors) {
   expect_error([&] { LinearRecurrentUnit<T>::initialise(3, 0, gen); }, "N: expected >= 1, got 0");
   expect_error([&] { LinearRecurrentUnit<T>::initialise(3, 5, gen, 0.0, 0.9, -1.0); }, "max_phase");
   auto state = unit.initial_state();
-  expect_error([&] { unit.forward_recurrent(MatrixX<T>::Ones(4, 2), state); },
-               "LinearRecurrentUnit::forward_recurrent: u: expected L x 3 (L x H), got 4 x 2");
+  expect_error([&] { unit.forward(MatrixX<T>::Ones(4, 2), state, ssm::Mode::recurrence); },
+               "LinearRecurrentUnit::forward: u: expected L x 3 (L x H), got 4 x 2");
   expect_error([&] { unit.forward(MatrixX<T>(0, 3)); }, "LinearRecurrentUnit::forward: u");
   auto bad = unit.initial_state();
   bad.x.resize(4);
-  expect_error([&] { unit.forward_recurrent(MatrixX<T>::Ones(4, 3), bad); }, "state.x: expected a vector of 5");
+  expect_error([&] { unit.forward(MatrixX<T>::Ones(4, 3), bad, ssm::Mode::recurrence); }, "state.x: expected a vector of 5");
   VectorX<T> u2(2), y3(3);
   expect_error([&] { unit.step(u2, state, y3); }, "LinearRecurrentUnit::step: u: expected a vector of 3");
 }

@@ -1,7 +1,8 @@
 // The Mamba block: the golden case of the reference block (forward, token-by-token step and the final
 // conv and SSM states), a direct double implementation of the block for the options (in_proj / out_proj
 // biases, no conv bias, fractional expand), forward against step, chunked prefill, float against double,
-// no allocation in step, and bad parameters and inputs.
+// no allocation in step, strided and aliased step vectors, expressions as inputs, the reference's
+// initialisation, and bad parameters and inputs.
 
 #include "allocation_guard.hpp"  // first: it configures Eigen (the step test proves no allocation)
 
@@ -71,24 +72,6 @@ MambaParams<T> random_params(const MambaConfig& c, std::uint64_t seed) {
     p.in_proj_bias = random_normal<T>(2 * di, 1, gen) / T(2);
     p.out_proj_bias = random_normal<T>(c.d_model, 1, gen) / T(2);
   }
-  return p;
-}
-
-template <class To, class From>
-MambaParams<To> cast_params(const MambaParams<From>& q) {
-  MambaParams<To> p;
-  p.config = q.config;
-  p.in_proj_weight = q.in_proj_weight.template cast<To>();
-  p.in_proj_bias = q.in_proj_bias.template cast<To>();
-  p.conv1d_weight = q.conv1d_weight.template cast<To>();
-  p.conv1d_bias = q.conv1d_bias.template cast<To>();
-  p.x_proj_weight = q.x_proj_weight.template cast<To>();
-  p.dt_proj_weight = q.dt_proj_weight.template cast<To>();
-  p.dt_proj_bias = q.dt_proj_bias.template cast<To>();
-  p.A_log = q.A_log.template cast<To>();
-  p.D = q.D.template cast<To>();
-  p.out_proj_weight = q.out_proj_weight.template cast<To>();
-  p.out_proj_bias = q.out_proj_bias.template cast<To>();
   return p;
 }
 
@@ -169,7 +152,7 @@ TYPED_TEST(MambaBlockTest, GoldenStep) {
     const MatrixX<T> u = batch_slab<T>(x, b);
     auto state = block.initial_state();
     MatrixX<T> out(u.rows(), u.cols());
-    for (Index t = 0; t < u.rows(); ++t) out.row(t) = block.step(u.row(t).transpose(), state).transpose();
+    for (Index t = 0; t < u.rows(); ++t) block.step(u.row(t), state, out.row(t));
     SSM_EXPECT_NEAR_REL(out, batch_slab<T>(y_step, b), 1e-5) << "batch " << b;
     SSM_EXPECT_NEAR_REL(state.conv, batch_slab<T>(golden(kCase, "conv_state"), b), 1e-5) << "batch " << b;
     SSM_EXPECT_NEAR_REL(state.ssm, batch_slab<T>(golden(kCase, "ssm_state"), b), 1e-5) << "batch " << b;
@@ -213,7 +196,7 @@ TYPED_TEST(MambaBlockTest, ForwardEqualsStep) {
     const Sequence<T> y = block.forward(u, fs);
     auto ss = block.initial_state();
     MatrixX<T> ys(u.rows(), c.d_model);
-    for (Index t = 0; t < u.rows(); ++t) ys.row(t) = block.step(u.row(t).transpose(), ss).transpose();
+    for (Index t = 0; t < u.rows(); ++t) block.step(u.row(t), ss, ys.row(t));
     const double tol = 20 * double(scalar_traits<T>::epsilon) * 37;
     SSM_EXPECT_NEAR_REL(ys, y, tol) << "d_model " << c.d_model;
     SSM_EXPECT_NEAR_REL(ss.conv, fs.conv, tol);
@@ -238,7 +221,7 @@ TYPED_TEST(MambaBlockTest, ChunkedPrefillEqualsOnePassAndStepContinues) {
       joined.middleRows(at, len) = block.forward(u.middleRows(at, len), state);
       at += len;
     }
-    for (; at < L; ++at) joined.row(at) = block.step(u.row(at).transpose(), state).transpose();
+    for (; at < L; ++at) block.step(u.row(at), state, joined.row(at));
     const double tol = 20 * double(scalar_traits<T>::epsilon) * L;
     SSM_EXPECT_NEAR_REL(joined, whole, tol) << "d_model " << c.d_model;
     auto ws = block.initial_state();
@@ -271,20 +254,20 @@ TYPED_TEST(MambaBlockTest, OptionsMatchDirectComputation) {
   std::uint64_t seed = 70;
   for (const auto& c : option_configs()) {
     const auto pd = random_params<double>(c, seed++);
-    const Mamba<T> block(cast_params<T>(pd));
+    const Mamba<T> block(pd.template cast<T>());
     std::mt19937_64 gen(seed++);
     const MatrixX<double> u = random_normal<double>(23, c.d_model, gen);
     // The reference computed from the T-rounded weights and input, so only T's arithmetic differs.
     const MatrixX<double> expected =
-        direct_forward(cast_params<double>(cast_params<T>(pd)), u.cast<T>().template cast<double>());
+        direct_forward(pd.template cast<T>().template cast<double>(), u.cast<T>().template cast<double>());
     const double tol = 20 * double(scalar_traits<T>::epsilon) * double(u.rows());
-    const std::string what = detail::concat("expand ", c.expand, " bias ", c.bias, " conv_bias ", c.conv_bias);
+    const std::string what = ssm::detail::concat("expand ", c.expand, " bias ", c.bias, " conv_bias ", c.conv_bias);
     auto fs = block.initial_state();
     const Sequence<T> y = block.forward(u.cast<T>(), fs);
     SSM_EXPECT_NEAR_REL(y.template cast<double>(), expected, tol) << what;
     auto ss = block.initial_state();
-    MatrixX<T> ys(u.rows(), c.d_model);
-    for (Index t = 0; t < u.rows(); ++t) ys.row(t) = block.step(u.row(t).transpose().cast<T>(), ss).transpose();
+    MatrixX<T> ys = u.cast<T>();
+    for (Index t = 0; t < u.rows(); ++t) block.step(ys.row(t), ss, ys.row(t));  // in place
     SSM_EXPECT_NEAR_REL(ys.template cast<double>(), expected, tol) << what;
     SSM_EXPECT_NEAR_REL(ss.ssm, fs.ssm, tol) << what;
     SSM_EXPECT_NEAR_REL(ss.conv, fs.conv, tol) << what;
@@ -359,9 +342,14 @@ TYPED_TEST(MambaBlockTest, StepAllocatesNothing) {
   const Mamba<T> block(random_params<T>(c, 3));
   auto state = block.initial_state();
   const VectorX<T> u = VectorX<T>::Ones(c.d_model);
-  block.step(u, state);  // first call: one-time initialisation (CPU feature detection)
+  VectorX<T> y(c.d_model);
+  block.step(u, state, y);  // first call: one-time initialisation (CPU feature detection)
   std::string why;
-  EXPECT_EQ(allocations_during([&] { for (int i = 0; i < 10; ++i) block.step(u, state); }, why), 0) << why;
+  EXPECT_EQ(allocations_during([&] { for (int i = 0; i < 10; ++i) block.step(u, state, y); }, why), 0) << why;
+  // A strided row of a sequence, stepped in place (y aliasing u): no copy to the heap either.
+  MatrixX<T> x = MatrixX<T>::Ones(5, c.d_model);
+  EXPECT_EQ(allocations_during([&] { for (Index t = 0; t < 5; ++t) block.step(x.row(t), state, x.row(t)); }, why), 0)
+      << why;
 }
 
 /// Expects ssm::error whose message contains every fragment.
@@ -429,10 +417,219 @@ TYPED_TEST(MambaBlockTest, BadParametersAndInputsAreRejected) {
   const Mamba<T> block(good);
   expect_error([&] { block.forward(MatrixX<T>::Zero(5, 15)); }, {"Mamba::forward", "u", "5 x 15"});
   auto state = block.initial_state();
-  expect_error([&] { block.step(VectorX<T>::Zero(17), state); }, {"Mamba::step", "u", "17"});
+  VectorX<T> y(16), y_long(17);
+  expect_error([&] { block.step(VectorX<T>::Zero(17), state, y); }, {"Mamba::step", "u", "17"});
+  expect_error([&] { block.step(VectorX<T>::Zero(16), state, y_long); }, {"Mamba::step", "y", "17"});
   auto wrong = state;
   wrong.ssm.resize(32, 5);
-  expect_error([&] { block.step(VectorX<T>::Zero(16), wrong); }, {"state.ssm", "32 x 4", "32 x 5"});
+  expect_error([&] { block.step(VectorX<T>::Zero(16), wrong, y); }, {"state.ssm", "32 x 4", "32 x 5"});
+}
+
+TYPED_TEST(MambaBlockTest, ForwardFromZeroEqualsForwardFromInitialStateEqualsSteps) {
+  using T = TypeParam;
+  std::uint64_t seed = 200;
+  for (const auto& c : test_configs()) {
+    const Mamba<T> block(random_params<T>(c, seed++));
+    std::mt19937_64 gen(seed++);
+    const MatrixX<T> u = random_normal<T>(29, c.d_model, gen);
+    auto from_initial = block.initial_state();
+    const Sequence<T> y0 = block.forward(u);
+    EXPECT_EQ(block.forward(u, from_initial), y0) << "d_model " << c.d_model;  // the same computation
+    auto stepped = block.initial_state();
+    MatrixX<T> ys(u.rows(), c.d_model);
+    for (Index t = 0; t < u.rows(); ++t) block.step(u.row(t), stepped, ys.row(t));
+    const double tol = 20 * double(scalar_traits<T>::epsilon) * double(u.rows());
+    SSM_EXPECT_NEAR_REL(ys, y0, tol) << "d_model " << c.d_model;
+    SSM_EXPECT_NEAR_REL(stepped.ssm, from_initial.ssm, tol);
+    SSM_EXPECT_NEAR_REL(stepped.conv, from_initial.conv, tol);  // in_proj outputs: GEMV against GEMM
+    // reset() is the initial state again.
+    stepped.reset();
+    EXPECT_EQ(block.forward(u, stepped), y0);
+  }
+}
+
+TYPED_TEST(MambaBlockTest, StepTakesStridedRowsAndMayWriteOverItsInput) {
+  using T = TypeParam;
+  MambaConfig c = test_configs()[0];
+  const Mamba<T> block(random_params<T>(c, 300));
+  std::mt19937_64 gen(301);
+  const MatrixX<T> u = random_normal<T>(9, c.d_model, gen);  // column-major: a row is strided
+  // Contiguous copies in and out: the baseline.
+  auto s0 = block.initial_state();
+  MatrixX<T> expected(u.rows(), c.d_model);
+  for (Index t = 0; t < u.rows(); ++t) {
+    const VectorX<T> ut = u.row(t).transpose();
+    VectorX<T> yt(c.d_model);
+    block.step(ut, s0, yt);
+    expected.row(t) = yt.transpose();
+  }
+  // Strided rows in and out.
+  auto s1 = block.initial_state();
+  MatrixX<T> strided(u.rows(), c.d_model);
+  for (Index t = 0; t < u.rows(); ++t) block.step(u.row(t), s1, strided.row(t));
+  EXPECT_EQ(strided, expected);
+  // In place: y is u.
+  auto s2 = block.initial_state();
+  MatrixX<T> x = u;
+  for (Index t = 0; t < x.rows(); ++t) block.step(x.row(t), s2, x.row(t));
+  EXPECT_EQ(x, expected);
+  // A contiguous vector stepped in place.
+  auto s3 = block.initial_state();
+  for (Index t = 0; t < u.rows(); ++t) {
+    VectorX<T> v = u.row(t).transpose();
+    block.step(v, s3, v);
+    EXPECT_EQ(v, VectorX<T>(expected.row(t).transpose())) << "t = " << t;
+  }
+  EXPECT_EQ(s1.ssm, s0.ssm);
+  EXPECT_EQ(s2.ssm, s0.ssm);
+  EXPECT_EQ(s3.ssm, s0.ssm);
+}
+
+TYPED_TEST(MambaBlockTest, ForwardTakesExpressionsBlocksAndMaps) {
+  // Inputs are taken as Eigen::Ref: a product is evaluated once, a block and a map bind in place,
+  // a row-major map is copied to the column-major layout; all give the evaluated matrix's result.
+  using T = TypeParam;
+  MambaConfig c = test_configs()[0];
+  const Mamba<T> block(random_params<T>(c, 400));
+  std::mt19937_64 gen(401);
+  const Index L = 21;
+  const MatrixX<T> x = random_normal<T>(L, 7, gen), W = random_normal<T>(7, c.d_model, gen);
+  const MatrixX<T> u = x * W;
+  const Sequence<T> expected = block.forward(u);
+  EXPECT_EQ(block.forward(x * W), expected);
+  MatrixX<T> big = MatrixX<T>::Zero(L + 4, c.d_model + 3);
+  big.block(2, 1, L, c.d_model) = u;
+  EXPECT_EQ(block.forward(big.block(2, 1, L, c.d_model)), expected);
+  const Eigen::Map<const MatrixX<T>> map(u.data(), L, c.d_model);
+  EXPECT_EQ(block.forward(map), expected);
+  const RowMatrixX<T> rows = u;
+  EXPECT_EQ(block.forward(Eigen::Map<const RowMatrixX<T>>(rows.data(), L, c.d_model)), expected);
+  auto s = block.initial_state();
+  EXPECT_EQ(block.forward(x * W, s), expected);
+  // A step from an expression (a product for one token) equals the step from the evaluated vector.
+  auto s1 = block.initial_state(), s2 = block.initial_state();
+  VectorX<T> y1(c.d_model), y2(c.d_model);
+  const VectorX<T> xt = x.row(0).transpose();
+  block.step(W.transpose() * xt, s1, y1);
+  block.step(VectorX<T>(W.transpose() * xt), s2, y2);
+  EXPECT_EQ(y1, y2);
+}
+
+TYPED_TEST(MambaBlockTest, ParamsCastEveryField) {
+  using T = TypeParam;
+  MambaConfig c = option_configs()[2];  // bias and conv_bias: every field present
+  ASSERT_TRUE(c.bias);
+  const auto p = random_params<T>(c, 500);
+  const MambaParams<double> pd = p.template cast<double>();
+  const MambaParams<T> back = pd.template cast<T>();  // T -> double -> T is exact
+  EXPECT_EQ(back.in_proj_weight, p.in_proj_weight);
+  EXPECT_EQ(back.in_proj_bias, p.in_proj_bias);
+  EXPECT_EQ(back.conv1d_weight, p.conv1d_weight);
+  EXPECT_EQ(back.conv1d_bias, p.conv1d_bias);
+  EXPECT_EQ(back.x_proj_weight, p.x_proj_weight);
+  EXPECT_EQ(back.dt_proj_weight, p.dt_proj_weight);
+  EXPECT_EQ(back.dt_proj_bias, p.dt_proj_bias);
+  EXPECT_EQ(back.A_log, p.A_log);
+  EXPECT_EQ(back.D, p.D);
+  EXPECT_EQ(back.out_proj_weight, p.out_proj_weight);
+  EXPECT_EQ(back.out_proj_bias, p.out_proj_bias);
+  EXPECT_EQ(pd.config.d_inner(), c.d_inner());
+  EXPECT_EQ(Mamba<double>(pd).forward(MatrixX<double>::Ones(3, c.d_model)).rows(), 3);
+}
+
+/// Every entry of m within [-bound, bound], and the largest near the bound (the range is used, not
+/// just respected: a draw of n values from U(-b, b) has max |w| > b (1 - 10 / n) with probability
+/// 1 - e^-10 or so).
+template <class T>
+void expect_uniform_within(const MatrixX<T>& m, double bound, const char* name) {
+  ASSERT_GT(m.size(), 0) << name;
+  const double largest = double(m.cwiseAbs().maxCoeff());
+  EXPECT_LE(largest, double(T(bound))) << name;
+  EXPECT_GE(largest, bound * (1 - 10.0 / double(m.size()))) << name;
+  EXPECT_LT(std::abs(double(m.mean())), 4 * bound / std::sqrt(3.0 * double(m.size()))) << name << ": mean";
+}
+
+TYPED_TEST(MambaBlockTest, InitialiseFollowsTheReferenceRecipe) {
+  using T = TypeParam;
+  const double eps = double(scalar_traits<T>::epsilon);
+  for (bool bias : {false, true}) {
+    MambaConfig c;
+    c.d_model = 48;
+    c.d_state = 12;
+    c.d_conv = 4;
+    c.expand = 2;
+    c.bias = bias;
+    c.conv_bias = !bias;
+    std::mt19937_64 gen(7);
+    const double dt_min = 2e-3, dt_max = 0.2, floor = 1e-4;
+    const auto block = Mamba<T>::initialise(c, gen, dt_min, dt_max, floor);
+    const auto& p = block.params();
+    const Index di = c.d_inner(), N = c.d_state, R = c.rank(), K = c.d_conv;
+    EXPECT_EQ(block.channels(), c.d_model);
+    ASSERT_EQ(p.in_proj_weight.rows(), 2 * di);
+    ASSERT_EQ(p.in_proj_weight.cols(), c.d_model);
+    EXPECT_EQ(p.in_proj_bias.size(), bias ? 2 * di : 0);
+    EXPECT_EQ(p.out_proj_bias.size(), bias ? c.d_model : 0);
+    EXPECT_EQ(p.conv1d_bias.size(), bias ? 0 : di);
+    // A_log rows are log(1 .. N), D = 1.
+    for (Index d = 0; d < di; ++d)
+      for (Index n = 0; n < N; ++n) ASSERT_EQ(p.A_log(d, n), T(std::log(double(n + 1)))) << d << " " << n;
+    EXPECT_EQ(p.D, VectorX<T>::Ones(di));
+    // nn.Linear / nn.Conv1d defaults: U(+-1/sqrt(fan_in)); dt_proj weight U(+-dt_rank^-1/2).
+    expect_uniform_within<T>(p.in_proj_weight, 1 / std::sqrt(double(c.d_model)), "in_proj_weight");
+    expect_uniform_within<T>(p.x_proj_weight, 1 / std::sqrt(double(di)), "x_proj_weight");
+    expect_uniform_within<T>(p.out_proj_weight, 1 / std::sqrt(double(di)), "out_proj_weight");
+    expect_uniform_within<T>(p.conv1d_weight, 1 / std::sqrt(double(K)), "conv1d_weight");
+    expect_uniform_within<T>(p.dt_proj_weight, 1 / std::sqrt(double(R)), "dt_proj_weight");
+    if (bias) {
+      expect_uniform_within<T>(p.in_proj_bias, 1 / std::sqrt(double(c.d_model)), "in_proj_bias");
+      expect_uniform_within<T>(p.out_proj_bias, 1 / std::sqrt(double(di)), "out_proj_bias");
+    } else {
+      expect_uniform_within<T>(p.conv1d_bias, 1 / std::sqrt(double(K)), "conv1d_bias");
+    }
+    // softplus(dt_proj.bias) = dt, log-uniform in [dt_min, dt_max]: within the range (to the
+    // rounding of the bias to T), and spread over it (log dt has mean and range of U(log dt_min, log dt_max)).
+    double lo = 1e300, hi = 0, mean_log = 0;
+    for (Index d = 0; d < di; ++d) {
+      const double dt = std::log1p(std::exp(double(p.dt_proj_bias[d])));
+      lo = std::min(lo, dt);
+      hi = std::max(hi, dt);
+      mean_log += std::log(dt) / double(di);
+    }
+    EXPECT_GE(lo, dt_min * (1 - 64 * eps));
+    EXPECT_LE(hi, dt_max * (1 + 64 * eps));
+    EXPECT_LT(lo, dt_min * 1.5);
+    EXPECT_GT(hi, dt_max / 1.5);
+    const double mid = 0.5 * (std::log(dt_min) + std::log(dt_max)), half = 0.5 * (std::log(dt_max) - std::log(dt_min));
+    EXPECT_LT(std::abs(mean_log - mid), 4 * half / std::sqrt(3.0 * double(di)));
+    // The block runs.
+    EXPECT_TRUE(block.forward(MatrixX<T>::Ones(5, c.d_model)).allFinite());
+  }
+}
+
+TYPED_TEST(MambaBlockTest, InitialiseClampsDtAtTheFloorAndChecksItsArguments) {
+  using T = TypeParam;
+  MambaConfig c;
+  c.d_model = 16;
+  std::mt19937_64 gen(9);
+  // Every dt drawn in [1e-6, 1e-5] is raised to the floor 1e-4.
+  const auto block = Mamba<T>::initialise(c, gen, 1e-6, 1e-5, 1e-4);
+  for (Index d = 0; d < c.d_inner(); ++d)
+    EXPECT_NEAR(std::log1p(std::exp(double(block.params().dt_proj_bias[d]))), 1e-4, 1e-4 * 64 * double(scalar_traits<T>::epsilon));
+  // dt_scale scales the dt_proj weight's bound.
+  std::mt19937_64 gen2(9);
+  const auto scaled = Mamba<T>::initialise(c, gen2, 1e-3, 0.1, 1e-4, 0.25);
+  EXPECT_LE(double(scaled.params().dt_proj_weight.cwiseAbs().maxCoeff()), double(T(0.25 / std::sqrt(double(c.rank())))));
+  // The same generator state gives the same block.
+  std::mt19937_64 a(5), b(5);
+  EXPECT_EQ(Mamba<T>::initialise(c, a).params().in_proj_weight, Mamba<T>::initialise(c, b).params().in_proj_weight);
+  expect_error([&] { Mamba<T>::initialise(c, gen, 0.0, 0.1); }, {"Mamba::initialise", "dt_min"});
+  expect_error([&] { Mamba<T>::initialise(c, gen, 0.1, 0.01); }, {"dt_max"});
+  expect_error([&] { Mamba<T>::initialise(c, gen, 1e-3, 0.1, -1.0); }, {"dt_init_floor"});
+  expect_error([&] { Mamba<T>::initialise(c, gen, 1e-3, 0.1, 1e-4, 0.0); }, {"dt_scale"});
+  MambaConfig bad = c;
+  bad.d_state = 0;
+  expect_error([&] { Mamba<T>::initialise(bad, gen); }, {"Mamba::initialise", "config.d_state"});
 }
 
 }  // namespace

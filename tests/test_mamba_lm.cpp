@@ -81,7 +81,7 @@ std::vector<io::TensorToWrite> synthetic_tensors(const MambaLMConfig& c, std::ui
   };
   add("backbone.embedding.weight", {V, dm}, 0.5f);
   for (Index i = 0; i < c.n_layer; ++i) {
-    const std::string pre = detail::concat("backbone.layers.", i, ".");
+    const std::string pre = ssm::detail::concat("backbone.layers.", i, ".");
     const std::string mix = pre + "mixer.";
     add(pre + "norm.weight", {dm}, 0.1f, 1.0f);
     add(mix + "in_proj.weight", {2 * di, dm}, 0.2f);
@@ -140,11 +140,18 @@ TYPED_TEST(MambaLMTest, StepEqualsForwardAndChunkedPrefillContinues) {
   const Index L = Index(ids.size());
   const MatrixX<T> whole = lm.forward(ids);
   const double tol = 20 * double(scalar_traits<T>::epsilon) * L;
+  VectorX<T> logits(lm.vocab_size());
   {  // token by token
     auto state = lm.initial_state();
     MatrixX<T> stepped(L, lm.vocab_size());
-    for (Index t = 0; t < L; ++t) stepped.row(t) = lm.step(ids[std::size_t(t)], state).transpose();
+    for (Index t = 0; t < L; ++t) {
+      lm.step(ids[std::size_t(t)], state, logits);
+      stepped.row(t) = logits.transpose();
+    }
     SSM_EXPECT_NEAR_REL(stepped, whole, tol);
+    // reset() is the initial state again: the one-pass forward from it is the forward from zero.
+    state.reset();
+    EXPECT_EQ(lm.forward(ids, state), whole);
   }
   {  // chunks, one shorter than d_conv, then steps
     auto state = lm.initial_state();
@@ -155,7 +162,10 @@ TYPED_TEST(MambaLMTest, StepEqualsForwardAndChunkedPrefillContinues) {
       joined.middleRows(at, len) = lm.forward(chunk, state);
       at += len;
     }
-    for (; at < L; ++at) joined.row(at) = lm.step(ids[std::size_t(at)], state).transpose();
+    for (; at < L; ++at) {
+      lm.step(ids[std::size_t(at)], state, logits);
+      joined.row(at) = logits.transpose();
+    }
     SSM_EXPECT_NEAR_REL(joined, whole, tol);
   }
 }
@@ -385,7 +395,7 @@ TYPED_TEST(MambaLMTest, BiasesConvBiasAndFractionalExpandLoadAndStepEqualsForwar
   for (const char* ssm_cfg : {R"({"d_state": 4, "expand": 1.5, "bias": true})",
                               R"({"d_state": 4, "expand": 2, "bias": true, "conv_bias": false})",
                               R"({"d_state": 3, "d_conv": 2, "expand": 1.25, "conv_bias": false, "dt_rank": 3})"}) {
-    const std::string config_text = detail::concat(R"({"d_model": 20, "n_layer": 2, "vocab_size": 61, "ssm_cfg": )",
+    const std::string config_text = ssm::detail::concat(R"({"d_model": 20, "n_layer": 2, "vocab_size": 61, "ssm_cfg": )",
                                                    ssm_cfg, R"(, "rms_norm": true, "pad_vocab_size_multiple": 8})");
     const MambaLMConfig config = MambaLMConfig::parse(config_text);
     const auto tensors = synthetic_tensors(config, seed++);
@@ -414,7 +424,11 @@ TYPED_TEST(MambaLMTest, BiasesConvBiasAndFractionalExpandLoadAndStepEqualsForwar
     const MatrixX<T> whole = lm.forward(ids);
     auto state = lm.initial_state();
     MatrixX<T> stepped(L, lm.vocab_size());
-    for (Index t = 0; t < L; ++t) stepped.row(t) = lm.step(ids[std::size_t(t)], state).transpose();
+    VectorX<T> logits(lm.vocab_size());
+    for (Index t = 0; t < L; ++t) {
+      lm.step(ids[std::size_t(t)], state, logits);
+      stepped.row(t) = logits.transpose();
+    }
     SSM_EXPECT_NEAR_REL(stepped, whole, 20 * double(scalar_traits<T>::epsilon) * L) << ssm_cfg;
   }
 }
@@ -428,7 +442,7 @@ TEST(MambaLM, BiasesAreUsedAndConvBiasFalseIsZeroBias) {
   for (float value : {0.0f, 0.25f}) {
     auto tensors = golden_tensors();
     for (int i = 0; i < 2; ++i) {
-      const std::string mix = detail::concat("backbone.layers.", i, ".mixer.");
+      const std::string mix = ssm::detail::concat("backbone.layers.", i, ".mixer.");
       tensors.push_back({mix + "in_proj.bias", {128}, std::vector<float>(128, value)});
       tensors.push_back({mix + "out_proj.bias", {32}, std::vector<float>(32, value)});
     }
@@ -557,10 +571,12 @@ TYPED_TEST(MambaLMTest, BadTokensAndStatesAreRejected) {
   const auto lm = MambaLM<T>::load(kDir);
   expect_error([&] { lm.forward({1, 2, 64}); }, {"tokens", "[0, 64)", "64 at position 2"});
   auto state = lm.initial_state();
-  expect_error([&] { lm.step(-1, state); }, {"MambaLM::step", "token", "-1"});
+  VectorX<T> logits(lm.vocab_size()), short_logits(lm.vocab_size() - 1);
+  expect_error([&] { lm.step(-1, state, logits); }, {"MambaLM::step", "token", "-1"});
+  expect_error([&] { lm.step(3, state, short_logits); }, {"MambaLM::step", "logits"});
   expect_error([&] { lm.generate({}, 3); }, {"prompt"});
   typename MambaLM<T>::State empty;
-  expect_error([&] { lm.step(3, empty); }, {"state"});
+  expect_error([&] { lm.step(3, empty, logits); }, {"state"});
 }
 
 }  // namespace

@@ -31,7 +31,7 @@ TEST(StepAllocations, TheCounterSeesAllocations) {
 TYPED_TEST(StepAllocations, S4) {
   using T = TypeParam;
   std::mt19937_64 gen(1);
-  const S4<T> layer(S4<T>::hippo_init(3, 16, hippo::Measure::legs, 1e-3, 1e-1, gen));
+  const S4<T> layer = S4<T>::initialise(3, 16, hippo::Measure::legs, gen, 1e-3, 1e-1);
   auto state = layer.initial_state();
   const VectorX<T> u = VectorX<T>::Ones(3);
   VectorX<T> y(3);
@@ -87,19 +87,28 @@ TYPED_TEST(StepAllocations, MambaBlock) {
   const Mamba<T> block(random_mamba<T>(16, 4, gen));
   auto state = block.initial_state();
   const VectorX<T> u = VectorX<T>::Ones(16);
+  VectorX<T> y(16);
+  MatrixX<T> x = MatrixX<T>::Ones(50, 16);  // rows are strided: stepped in place
   std::string why;
   T sink = 0;
-  EXPECT_EQ(allocations_during([&] { for (int k = 0; k < 50; ++k) sink += block.step(u, state)(0); }, why), 0) << why;
+  EXPECT_EQ(allocations_during([&] { for (int k = 0; k < 50; ++k) { block.step(u, state, y); sink += y(0); } }, why), 0)
+      << why;
+  EXPECT_EQ(allocations_during([&] { for (Index t = 0; t < 50; ++t) block.step(x.row(t), state, x.row(t)); }, why), 0)
+      << why;
   EXPECT_TRUE(std::isfinite(double(sink)));
+  EXPECT_TRUE(x.allFinite());
 }
 
 TYPED_TEST(StepAllocations, MambaLanguageModel) {
   using T = TypeParam;
   const auto model = MambaLM<T>::load(data_path("mamba_lm"));
   auto state = model.initial_state();
+  VectorX<T> logits(model.vocab_size());
   std::string why;
   T sink = 0;
-  EXPECT_EQ(allocations_during([&] { for (int k = 0; k < 20; ++k) sink += model.step(k % 7, state)(0); }, why), 0)
+  EXPECT_EQ(allocations_during([&] { for (int k = 0; k < 20; ++k) { model.step(k % 7, state, logits); sink += logits(0); } },
+                               why),
+            0)
       << why;
   EXPECT_TRUE(std::isfinite(double(sink)));
 }

@@ -9,6 +9,7 @@
 #include "ssm/core/types.hpp"
 #include "ssm/io/npy.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <sstream>
@@ -32,12 +33,14 @@ double magnitude(const T& v) {
   return static_cast<double>(std::abs(v));
 }
 
-/// gtest predicate: every |actual - expected| <= tol * max(1, max|expected|) (a relative bound
-/// against the largest value, the way kernel and sequence errors scale). On failure prints the
-/// largest difference, where it is, and both values there.
+namespace detail {
+
+/// Shared body of the two "near" predicates: every |actual - expected| <= bound, where bound is
+/// tol * max|expected| (relative) or tol (absolute). On failure prints the largest difference,
+/// where it is, both values there, and how the bound was formed.
 template <class A, class B>
-::testing::AssertionResult near_relative_to_max(const Eigen::DenseBase<A>& actual, const Eigen::DenseBase<B>& expected,
-                                                double tol) {
+::testing::AssertionResult near_impl(const Eigen::DenseBase<A>& actual, const Eigen::DenseBase<B>& expected,
+                                     double tol, bool relative) {
   if (actual.rows() != expected.rows() || actual.cols() != expected.cols()) {
     return ::testing::AssertionFailure() << "shape mismatch: actual " << actual.rows() << " x " << actual.cols()
                                          << ", expected " << expected.rows() << " x " << expected.cols();
@@ -61,20 +64,50 @@ template <class A, class B>
       }
     }
   }
-  const double bound = tol * std::max(1.0, scale);
+  // An all-zero reference has no scale to be relative to: the bound is then tol itself.
+  const bool zero_reference = relative && scale == 0;
+  const double bound = relative && !zero_reference ? tol * scale : tol;
   if (finite && worst <= bound) return ::testing::AssertionSuccess();
   std::ostringstream msg;
   msg.precision(17);
   msg << "largest difference " << worst << " at (" << wi << ", " << wj << "): actual " << actual(wi, wj)
-      << ", expected " << expected(wi, wj) << "; bound " << bound << " = " << tol << " x max(1, max|expected| = "
-      << scale << ")";
+      << ", expected " << expected(wi, wj) << "; bound " << bound;
+  if (!relative)
+    msg << " (absolute)";
+  else if (zero_reference)
+    msg << " (absolute: the reference is all zero)";
+  else
+    msg << " = " << tol << " x max|expected| = " << scale << " (relative error " << worst / scale << ")";
   return ::testing::AssertionFailure() << msg.str();
+}
+
+}  // namespace detail
+
+/// gtest predicate: every |actual - expected| <= tol * max|expected|, a bound relative to the
+/// largest reference value (the way kernel and sequence errors scale), however small that value
+/// is. If the reference is all zero there is no scale, and the bound is tol, absolute.
+/// On failure prints the largest difference, where it is, both values there and the relative error.
+template <class A, class B>
+::testing::AssertionResult near_relative_to_max(const Eigen::DenseBase<A>& actual, const Eigen::DenseBase<B>& expected,
+                                                double tol) {
+  return detail::near_impl(actual, expected, tol, /*relative=*/true);
+}
+
+/// gtest predicate: every |actual - expected| <= tol, absolute. Only for quantities whose error
+/// does not scale with the reference (a difference that should be zero, a result whose error is
+/// set by other, larger terms); each caller says why in a comment.
+template <class A, class B>
+::testing::AssertionResult near_absolute(const Eigen::DenseBase<A>& actual, const Eigen::DenseBase<B>& expected,
+                                         double tol) {
+  return detail::near_impl(actual, expected, tol, /*relative=*/false);
 }
 
 #define SSM_EXPECT_NEAR_REL(actual, expected, tol) \
   EXPECT_TRUE(::ssm::test::near_relative_to_max((actual), (expected), (tol)))
 #define SSM_ASSERT_NEAR_REL(actual, expected, tol) \
   ASSERT_TRUE(::ssm::test::near_relative_to_max((actual), (expected), (tol)))
+#define SSM_EXPECT_NEAR_ABS(actual, expected, tol) \
+  EXPECT_TRUE(::ssm::test::near_absolute((actual), (expected), (tol)))
 
 /// A matrix of independent standard normal entries from a seeded generator.
 template <class T>

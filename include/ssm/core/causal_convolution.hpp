@@ -7,10 +7,13 @@
 /// computed as irfft(rfft(u_pad) * rfft(k_pad)) / n with both zero-padded to a fast size
 /// n >= L + Lk - 1, so the circular wrap-around never reaches the first L outputs. A kernel's
 /// spectrum can be computed once (`KernelSpectrum`) and reused for every input of that length.
-/// Channels are spread across threads with OpenMP when it is enabled.
+/// Channels are spread across threads with OpenMP when it is enabled; the per-thread FFT buffers are
+/// allocated before the parallel region (core/parallel.hpp), so nothing inside it allocates.
 
+#include "ssm/core/complex_arith.hpp"
 #include "ssm/core/error.hpp"
 #include "ssm/core/fft.hpp"
+#include "ssm/core/parallel.hpp"
 #include "ssm/core/types.hpp"
 
 #include <algorithm>
@@ -27,6 +30,10 @@ struct KernelSpectrum {
   MatrixXc<T> spectrum;     ///< (n/2 + 1) x H, rfft(k_pad) / n.
 
   Index channels() const { return spectrum.cols(); }
+  /// Memory held, in bytes: (n/2 + 1) x H complex values plus this struct (what a `SpectrumCache` counts).
+  std::size_t bytes() const {
+    return sizeof(*this) + static_cast<std::size_t>(spectrum.size()) * sizeof(std::complex<T>);
+  }
 };
 
 /// Computes the padded spectra of the kernels `k` (Lk x H, one column per channel) for inputs of
@@ -45,22 +52,33 @@ KernelSpectrum<T> make_kernel_spectrum(const Eigen::MatrixBase<Derived>& k, Inde
   out.spectrum.resize(bins, H);
   const auto plan = fft::real_fft<T>(n);
   const T scale = T(1) / static_cast<T>(n);
+  // An expression is evaluated once here (a plain matrix binds without a copy), never per coefficient.
+  const Eigen::Ref<const MatrixX<typename Derived::Scalar>> taps(k.derived());
+  struct Scratch {
+    fft::Buffer<T> padded;
+    fft::Buffer<std::complex<T>> spectrum;
+  };
+  const int team = ssm::detail::team_size(H > 1 && n * H > 16384, H);
+  ssm::detail::PerThread<Scratch> scratch(team, [&] { return Scratch{fft::Buffer<T>(n), fft::Buffer<std::complex<T>>(bins)}; });
+  ssm::detail::RegionErrors errors;
 #if defined(_OPENMP)
-#pragma omp parallel if (H > 1 && n * H > 16384)
+#pragma omp parallel num_threads(team) if (team > 1)
 #endif
   {
-    fft::Buffer<T> padded(n);
-    fft::Buffer<std::complex<T>> spectrum(bins);
+    Scratch& s = scratch.local();
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
     for (Index h = 0; h < H; ++h) {
-      for (Index j = 0; j < out.kernel_length; ++j) padded[j] = static_cast<T>(k(j, h));
-      std::fill(padded.data() + out.kernel_length, padded.data() + n, T(0));
-      plan->forward(padded, spectrum);
-      for (Index b = 0; b < bins; ++b) out.spectrum(b, h) = spectrum[b] * scale;
+      errors.run([&] {
+        for (Index j = 0; j < out.kernel_length; ++j) s.padded[j] = static_cast<T>(taps(j, h));
+        std::fill(s.padded.data() + out.kernel_length, s.padded.data() + n, T(0));
+        plan->forward(s.padded, s.spectrum);
+        for (Index b = 0; b < bins; ++b) out.spectrum(b, h) = s.spectrum[b] * scale;
+      });
     }
   }
+  errors.rethrow();
   return out;
 }
 
@@ -76,26 +94,35 @@ void causal_convolution_into(const Eigen::MatrixBase<Derived>& u, const KernelSp
   const Index L = u.rows(), H = u.cols(), n = spectrum.fft_size, bins = n / 2 + 1;
   const Eigen::Ref<const Sequence<T>> input(u.derived());  // evaluates an expression once; a matrix is not copied
   const auto plan = fft::real_fft<T>(n);
+  // The input buffer's zero tail is written once: the r2c transform preserves its input, and the
+  // inverse writes into a second buffer, so each channel only copies its L samples in.
+  struct Scratch {
+    fft::Buffer<T> padded, result;
+    fft::Buffer<std::complex<T>> work;
+  };
+  const int team = ssm::detail::team_size(H > 1 && n * H > 16384, H);
+  ssm::detail::PerThread<Scratch> scratch(
+      team, [&] { return Scratch{fft::Buffer<T>(n), fft::Buffer<T>(n), fft::Buffer<std::complex<T>>(bins)}; });
+  ssm::detail::RegionErrors errors;
 #if defined(_OPENMP)
-#pragma omp parallel if (H > 1 && n * H > 16384)
+#pragma omp parallel num_threads(team) if (team > 1)
 #endif
   {
-    // The input buffer's zero tail is written once: the r2c transform preserves its input, and the
-    // inverse writes into a second buffer, so each channel only copies its L samples in.
-    fft::Buffer<T> padded(n);
-    fft::Buffer<T> result(n);
-    fft::Buffer<std::complex<T>> work(bins);
+    Scratch& s = scratch.local();
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
     for (Index h = 0; h < H; ++h) {
-      std::copy(input.col(h).data(), input.col(h).data() + L, padded.data());
-      plan->forward(padded, work);
-      fft::multiply_spectra(work.data(), spectrum.spectrum.col(h).data(), bins);
-      plan->inverse(work, result);
-      std::copy(result.data(), result.data() + L, y.col(h).data());
+      errors.run([&] {
+        std::copy(input.col(h).data(), input.col(h).data() + L, s.padded.data());
+        plan->forward(s.padded, s.work);
+        cmul_inplace(s.work.data(), spectrum.spectrum.col(h).data(), bins);
+        plan->inverse(s.work, s.result);
+        std::copy(s.result.data(), s.result.data() + L, y.col(h).data());
+      });
     }
   }
+  errors.rethrow();
 }
 
 /// y = u * k (causal, per channel) using precomputed kernel spectra. u is L x H with L equal to

@@ -22,6 +22,7 @@
 /// Products are written out in real arithmetic (no NaN recovery of std::complex's operator*, which
 /// compilers call out of line); a NaN in the input propagates to the outputs as usual.
 
+#include "ssm/core/complex_arith.hpp"
 #include "ssm/core/error.hpp"
 #include "ssm/core/types.hpp"
 
@@ -29,6 +30,8 @@
 
 #include <algorithm>
 #include <complex>
+#include <cmath>
+#include <type_traits>
 #include <vector>
 
 #if defined(_OPENMP)
@@ -61,14 +64,6 @@ using real_scalar_t = typename Eigen::NumTraits<typename Derived::Scalar>::Real;
 inline constexpr Index scan_parallel_min_length = 8192;
 inline constexpr int scan_parallel_min_threads = 4;
 
-template <class T>
-inline void cmuladd(T ar, T ai, T& xr, T& xi, T br, T bi) {
-  const T r = ar * xr - ai * xi + br;
-  const T i = ar * xi + ai * xr + bi;
-  xr = r;
-  xi = i;
-}
-
 /// Scans rows [t0, t1) of modes [m0, m1) from the states `s` (updated to the last step).
 /// `a` points at the M mode factors (Varying = false) or an L x M column-major array with leading
 /// dimension `lda` (Varying = true). `x` is L x M with leading dimension `ldx`; Store = false only
@@ -96,7 +91,7 @@ void scan_rows(const std::complex<T>* a, Index lda, std::complex<T>* x, Index ld
           ai[g] = at.imag();
         }
         std::complex<T>& xt = x[t + (m + g) * ldx];
-        cmuladd(ar[g], ai[g], sr[g], si[g], xt.real(), xt.imag());
+        ssm::cmuladd<T>(ar[g], ai[g], sr[g], si[g], xt.real(), xt.imag());
         if (Store) xt = std::complex<T>(sr[g], si[g]);
       }
     }
@@ -112,23 +107,25 @@ void scan_rows(const std::complex<T>* a, Index lda, std::complex<T>* x, Index ld
         ai = a[t + m * lda].imag();
       }
       std::complex<T>& xt = x[t + m * ldx];
-      cmuladd(ar, ai, sr, si, xt.real(), xt.imag());
+      ssm::cmuladd<T>(ar, ai, sr, si, xt.real(), xt.imag());
       if (Store) xt = std::complex<T>(sr, si);
     }
     s[m] = std::complex<T>(sr, si);
   }
 }
 
-/// a^n by repeated squaring: log2(n) roundings, not n.
+/// A wider type than T for the block transitions: double for float, long double for double.
+template <class T>
+using wider_t = std::conditional_t<std::is_same_v<T, float>, double, long double>;
+
+/// a^n = exp(n log a), in the wider type and rounded once to T. (Repeated squaring is not enough: each
+/// squaring doubles the relative error already there, so it ends at ~n eps, where the sequential scan's
+/// own error grows only like eps sqrt(n).)
 template <class T>
 std::complex<T> power(std::complex<T> a, Index n) {
-  std::complex<T> result(1, 0);
-  while (n > 0) {
-    if (n & 1) result *= a;
-    a *= a;
-    n >>= 1;
-  }
-  return result;
+  using W = wider_t<T>;
+  if (a == std::complex<T>(0, 0)) return n == 0 ? std::complex<T>(1, 0) : a;
+  return std::complex<T>(std::exp(W(n) * std::log(std::complex<W>(a))));
 }
 
 inline int scan_threads() {
@@ -157,9 +154,9 @@ void scan_chunked(const std::complex<T>* a, Index lda, std::complex<T>* x, Index
     scan_rows<T, Varying, false>(a, lda, x, ldx, t0, t1, 0, M, s);
     for (Index m = 0; m < M; ++m) {
       if (Varying) {
-        std::complex<T> prod(1, 0);
-        for (Index t = t0; t < t1; ++t) prod *= a[t + m * lda];
-        A[m] = prod;
+        std::complex<wider_t<T>> prod(1, 0);  // n products, each rounded in the wider type
+        for (Index t = t0; t < t1; ++t) prod *= std::complex<wider_t<T>>(a[t + m * lda]);
+        A[m] = std::complex<T>(prod);
       } else {
         A[m] = power(a[m], t1 - t0);
       }

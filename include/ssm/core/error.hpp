@@ -7,6 +7,8 @@
 /// Messages name where the check happened, the argument, what was expected and what came:
 ///   "S4D::forward: u: expected 128 x 4 (L x H), got 128 x 3"
 
+#include "ssm/core/config.hpp"
+
 #include <Eigen/Core>
 
 #include <cmath>

@@ -4,19 +4,39 @@
 ///
 /// `RealFFT<T>` is an immutable pair of plans for one size n: forward X = rfft(x) (n reals to
 /// n/2 + 1 complex values, X_k = sum_j x_j e^{-2 pi i jk/n}, unnormalised) and inverse
-/// x = irfft(X) (unnormalised, so irfft(rfft(x)) = n x). Plans are made once per (scalar, n)
-/// under a global lock, because FFTW's planner is not thread-safe, and cached for the life of
-/// the program; executing a cached plan is thread-safe, so many threads share one plan.
+/// x = irfft(X) (unnormalised, so irfft(rfft(x)) = n x). Executing a plan is thread-safe, so many
+/// threads share one plan.
+///
+/// Plan cache: `real_fft<T>(n)` makes the plans for a size on first use and keeps them in a per-precision
+/// `ByteBudgetCache` (least recently used evicted beyond `plan_cache_budget()`, default 64 MiB per
+/// precision; `clear_plan_cache()` drops them all). An evicted plan stays valid for whoever still holds
+/// its shared_ptr and is destroyed when the last holder lets go. A plan's memory is estimated as
+/// 2 n complex values (FFTW's twiddle tables for both directions, plus the work buffers its algorithms for
+/// sizes with large prime factors keep): about 0.5 MB for n = 32768 in float.
+///
+/// Thread safety of planning: FFTW's planner (plan creation and destruction) is not thread-safe. ssm
+/// calls fftw_make_planner_thread_safe() and fftwf_make_planner_thread_safe() once per process (FFTW's
+/// own lock, so planning is safe also against other code in the process that uses FFTW, and against
+/// other copies of these headers, e.g. in another shared library); it needs libfftw3_threads and
+/// libfftw3f_threads, which the ssm::ssm CMake target links. Define SSM_FFTW_THREADS=0 to build without
+/// them (the CMake package does so when they are missing): ssm then only serialises its own planning, under
+/// the lock below, which protects its plan cache either way.
 /// `Buffer<T>` is SIMD-aligned memory from fftw_malloc, which the plans were made for.
 
+#include "ssm/core/byte_budget_cache.hpp"
+#include "ssm/core/complex_arith.hpp"
 #include "ssm/core/error.hpp"
 #include "ssm/core/types.hpp"
 
 #include <fftw3.h>
 
+#ifndef SSM_FFTW_THREADS
+/// 1: make FFTW's planner thread-safe process-wide (link fftw3_threads and fftw3f_threads); 0: do not.
+#define SSM_FFTW_THREADS 1
+#endif
+
 #include <complex>
 #include <cstring>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -29,9 +49,24 @@ enum class Planning { estimate, measure, patient };
 
 namespace detail {
 
+/// Serialises ssm's own planning and the planning setting. Made before any plan cache (see
+/// `plan_cache`), so it outlives them at program exit, when the caches destroy their plans.
 inline std::mutex& planner_mutex() {
   static std::mutex m;
   return m;
+}
+
+/// Installs FFTW's planner lock in both precisions, once per process (thread-safe: a function-local
+/// static). Idempotent in FFTW too, so copies of this header in several libraries may all call it.
+inline void make_planner_thread_safe() {
+#if SSM_FFTW_THREADS
+  static const bool done = [] {
+    fftw_make_planner_thread_safe();
+    fftwf_make_planner_thread_safe();
+    return true;
+  }();
+  (void)done;
+#endif
 }
 
 inline Planning& planning_setting() {
@@ -165,7 +200,12 @@ class RealFFT {
     auto* c = reinterpret_cast<fftw_complex_t*>(spectrum.data());
     forward_ = api::plan_r2c(static_cast<int>(n), real.data(), c, flags);
     inverse_ = api::plan_c2r(static_cast<int>(n), c, real.data(), flags);
-    if (!forward_ || !inverse_) throw error(ssm::detail::concat("fft: FFTW could not plan size ", n));
+    if (!forward_ || !inverse_) {
+      // The lock is held by our caller: destroy directly (the destructor will not run).
+      if (forward_) api::destroy(forward_);
+      if (inverse_) api::destroy(inverse_);
+      throw error(ssm::detail::concat("fft: FFTW could not plan size ", n));
+    }
   }
   RealFFT(const RealFFT&) = delete;
   RealFFT& operator=(const RealFFT&) = delete;
@@ -179,6 +219,8 @@ class RealFFT {
   Index size() const { return n_; }
   /// Number of complex outputs of the forward transform: n/2 + 1.
   Index spectrum_size() const { return n_ / 2 + 1; }
+  /// Estimated memory FFTW holds for the two plans: 2 n complex values (see the file comment).
+  std::size_t bytes() const { return sizeof(*this) + 2 * static_cast<std::size_t>(n_) * sizeof(std::complex<T>); }
 
   /// out[k] = sum_j in[j] e^{-2 pi i jk / n}, k < n/2 + 1. `in` (n values) is preserved.
   /// Both arrays must be `Buffer`s (SIMD-aligned) and must not overlap.
@@ -208,22 +250,54 @@ class RealFFT {
   typename api::plan_type inverse_ = nullptr;
 };
 
-/// The cached plans for size n (made on first use, thread-safe).
+namespace detail {
+
+/// The plan cache of one precision. The planner mutex is made first, so it is destroyed after the
+/// cache (whose destruction destroys the remaining plans, each taking that mutex).
+template <class T>
+ByteBudgetCache<Index, RealFFT<T>>& plan_cache() {
+  static std::mutex& mutex = planner_mutex();
+  (void)mutex;
+  static ByteBudgetCache<Index, RealFFT<T>> cache(std::size_t(64) << 20);
+  return cache;
+}
+
+}  // namespace detail
+
+/// The cached plans for size n (made on first use, thread-safe; see the file comment for the cache).
 template <class T>
 std::shared_ptr<const RealFFT<T>> real_fft(Index n) {
   static_assert(is_supported_scalar_v<T>, "ssm::fft: T must be float or double");
   check(n >= 1 && n <= (Index(1) << 30), "fft::real_fft", "n", "a size in [1, 2^30]", ssm::detail::concat(n));
-  // The mutex is made before the cache so that it outlives it at program exit.
-  std::mutex& mutex = detail::planner_mutex();
-  static std::map<Index, std::shared_ptr<const RealFFT<T>>> cache;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto it = cache.find(n);
-  if (it != cache.end()) return it->second;
-  // RealFFT's constructor runs the planner under the lock held here; its destructor (only at
-  // program exit, from the cache) takes the lock itself.
-  std::shared_ptr<const RealFFT<T>> made(new RealFFT<T>(n, detail::planning_setting()));
-  cache.emplace(n, made);
-  return made;
+  detail::make_planner_thread_safe();
+  return detail::plan_cache<T>().get_or_make(n, [n] {
+    // Planning runs under the planner lock, outside the cache's lock; a plan that loses a race is
+    // destroyed by the cache after it releases its lock (RealFFT's destructor takes the planner lock).
+    std::lock_guard<std::mutex> lock(detail::planner_mutex());
+    return std::shared_ptr<const RealFFT<T>>(new RealFFT<T>(n, detail::planning_setting()));
+  });
+}
+
+/// Sets the plan cache budget, in (estimated) bytes per precision, evicting least recently used plans
+/// to fit. Default 64 MiB. 0 keeps no plan: every call plans anew (slow; for tests and tight memory).
+inline void set_plan_cache_budget(std::size_t bytes) {
+  detail::plan_cache<float>().set_budget(bytes);
+  detail::plan_cache<double>().set_budget(bytes);
+}
+
+/// The plan cache budget per precision, in bytes.
+inline std::size_t plan_cache_budget() { return detail::plan_cache<double>().budget(); }
+
+/// Estimated bytes held by the cached plans of both precisions.
+inline std::size_t plan_cache_bytes() { return detail::plan_cache<float>().bytes() + detail::plan_cache<double>().bytes(); }
+
+/// Number of cached sizes, both precisions together.
+inline std::size_t plan_cache_size() { return detail::plan_cache<float>().size() + detail::plan_cache<double>().size(); }
+
+/// Drops every cached plan of both precisions (plans still held by callers stay valid until released).
+inline void clear_plan_cache() {
+  detail::plan_cache<float>().clear();
+  detail::plan_cache<double>().clear();
 }
 
 /// Smallest even n >= m whose only prime factors are 2, 3, 5 and 7: sizes FFTW transforms fastest.
@@ -248,14 +322,7 @@ inline Index fast_size(Index m) {
 /// vectorising; spectra of finite signals never need it. a and b may not overlap.
 template <class T>
 void multiply_spectra(std::complex<T>* a, const std::complex<T>* b, Index count) {
-  // std::complex<T> is laid out as T[2] (real, imaginary): [complex.numbers.general].
-  T* x = reinterpret_cast<T*>(a);
-  const T* y = reinterpret_cast<const T*>(b);
-  for (Index i = 0; i < count; ++i) {
-    const T ar = x[2 * i], ai = x[2 * i + 1], br = y[2 * i], bi = y[2 * i + 1];
-    x[2 * i] = ar * br - ai * bi;
-    x[2 * i + 1] = ar * bi + ai * br;
-  }
+  cmul_inplace(a, b, count);  // ssm/core/complex_arith.hpp
 }
 
 }  // namespace ssm::fft

@@ -6,6 +6,8 @@
 /// complex values are `std::complex<Scalar>`. A sequence is an L x H matrix: rows are
 /// time steps, columns are channels, column-major, so each channel's signal is contiguous.
 
+#include "ssm/core/config.hpp"
+
 #include <Eigen/Core>
 
 #include <complex>

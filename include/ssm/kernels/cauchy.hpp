@@ -23,7 +23,9 @@
 /// (or at least AVX2 + FMA) for speed. A freshly allocated 32 MB result adds page-fault time on top;
 /// `dplr_kernel_into` writes into a reused buffer instead.
 
+#include "ssm/core/complex_arith.hpp"
 #include "ssm/core/error.hpp"
+#include "ssm/core/parallel.hpp"
 #include "ssm/core/fft.hpp"
 #include "ssm/core/types.hpp"
 #include "ssm/discretize.hpp"
@@ -103,7 +105,8 @@ inline void cauchy_rank1_block(const double* a2, const double* c, const double* 
     ki[j] = acc[4 * j + 1] + s * acc[4 * j + 2];
   }
   // reduced = k00 - k01 k10 / (1 + k11)
-  const A nr = kr[1] * kr[2] - ki[1] * ki[2], ni = kr[1] * ki[2] + ki[1] * kr[2];
+  A nr, ni;
+  cmul(kr[1], ki[1], kr[2], ki[2], nr, ni);
   const A dr = 1.0 + kr[3], di = ki[3];
   const A inv = (dr * dr + di * di).inverse();
   const A qr = (nr * dr + ni * di) * inv, qi = (ni * dr - nr * di) * inv;
@@ -156,6 +159,32 @@ inline std::complex<double> woodbury(std::complex<double> k00, const std::comple
   return result;
 }
 
+/// Per-thread scratch of `dplr_kernel_into`, allocated before its parallel region.
+template <class T>
+struct CauchyScratch {
+  CauchyBlock cauchy;
+  std::vector<double> fast_a2, fast_c, fast_p, fast_q, s;
+  std::vector<std::complex<double>> k, work, k10, k11, b_side, c_side;
+  fft::Buffer<std::complex<T>> spectrum;
+  fft::Buffer<T> kernel;
+
+  CauchyScratch(Index NB, Index M, Index r, Index L)
+      : cauchy(NB, M, (1 + r) * (1 + r)),
+        fast_a2(std::size_t(M)),
+        fast_c(std::size_t(M)),
+        fast_p(std::size_t(4 * M)),
+        fast_q(std::size_t(4 * M)),
+        s(std::size_t(NB)),
+        k(std::size_t((1 + r) * (1 + r))),
+        work(std::size_t(r * (r + 1))),
+        k10(std::size_t(r)),
+        k11(std::size_t(r * r)),
+        b_side(std::size_t(1 + r)),
+        c_side(std::size_t(1 + r)),
+        spectrum(L / 2 + 1),
+        kernel(L) {}
+};
+
 }  // namespace detail
 
 template <class T>
@@ -201,97 +230,101 @@ void dplr_kernel_into(const MatrixXc<T>& Lambda, const LowRank<T>& P, const Matr
   std::vector<double> tan_k(static_cast<std::size_t>(bins), 0.0);
   for (Index k = 0; k < regular; ++k) tan_k[std::size_t(k)] = std::tan(pi * double(k) / double(L));
 
+  const int team = ssm::detail::team_size(H > 1 && H * L * M > 65536, H);
+  ssm::detail::PerThread<detail::CauchyScratch<T>> scratch(team, [&] { return detail::CauchyScratch<T>(NB, M, r, L); });
+  ssm::detail::RegionErrors errors;
 #if defined(_OPENMP)
-#pragma omp parallel if (H > 1 && H * L * M > 65536)
+#pragma omp parallel num_threads(team) if (team > 1)
 #endif
   {
-    detail::CauchyBlock cauchy(NB, M, NV);
-    std::vector<double> fast_a2(static_cast<std::size_t>(M)), fast_c(static_cast<std::size_t>(M));
-    std::vector<double> fast_p(static_cast<std::size_t>(4 * M)), fast_q(static_cast<std::size_t>(4 * M));
-    std::vector<double> s(static_cast<std::size_t>(NB));
-    std::vector<std::complex<double>> k(static_cast<std::size_t>(NV)), work(static_cast<std::size_t>(r * (r + 1)));
-    std::vector<std::complex<double>> k10(static_cast<std::size_t>(r)), k11(static_cast<std::size_t>(r * r));
-    std::vector<std::complex<double>> b_side(static_cast<std::size_t>(1 + r)), c_side(static_cast<std::size_t>(1 + r));
-    fft::Buffer<std::complex<T>> spectrum(bins);
-    fft::Buffer<T> kernel(L);
+    detail::CauchyScratch<T>& sc = scratch.local();
+    detail::CauchyBlock& cauchy = sc.cauchy;
+    std::vector<double>&fast_a2 = sc.fast_a2, &fast_c = sc.fast_c, &fast_p = sc.fast_p, &fast_q = sc.fast_q, &s = sc.s;
+    std::vector<std::complex<double>>&k = sc.k, &work = sc.work, &k10 = sc.k10, &k11 = sc.k11;
+    std::vector<std::complex<double>>&b_side = sc.b_side, &c_side = sc.c_side;
+    fft::Buffer<std::complex<T>>& spectrum = sc.spectrum;
+    fft::Buffer<T>& kernel = sc.kernel;
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
     for (Index h = 0; h < H; ++h) {
-      const double step = double(dt(h));
-      for (Index n = 0; n < M; ++n) {
-        const std::complex<double> lambda(Lambda(h, n));
-        cauchy.a2(n) = -2.0 * lambda.real();
-        cauchy.c(n) = std::norm(lambda);
-        b_side[0] = std::complex<double>(B(h, n));
-        c_side[0] = std::complex<double>(C_tilde(h, n));
-        for (Index q = 0; q < r; ++q) {
-          b_side[std::size_t(1 + q)] = std::complex<double>(P[std::size_t(q)](h, n));
-          c_side[std::size_t(1 + q)] = std::conj(b_side[std::size_t(1 + q)]);
-        }
-        for (Index i = 0; i <= r; ++i)
-          for (Index j = 0; j <= r; ++j) {
-            const std::complex<double> v = c_side[std::size_t(i)] * b_side[std::size_t(j)];
-            const Index idx = i * (1 + r) + j;
-            cauchy.PQ(n, idx) = -2.0 * (v * std::conj(lambda)).real();  // p
-            cauchy.PQ(n, NV + idx) = 2.0 * v.real();                    // q
-          }
-      }
-      if (r == 1) {
+      errors.run([&] {
+        const double step = double(dt(h));
         for (Index n = 0; n < M; ++n) {
-          fast_a2[std::size_t(n)] = cauchy.a2(n);
-          fast_c[std::size_t(n)] = cauchy.c(n);
-          for (Index j = 0; j < 4; ++j) {
-            fast_p[std::size_t(4 * n + j)] = cauchy.PQ(n, j);
-            fast_q[std::size_t(4 * n + j)] = cauchy.PQ(n, 4 + j);
-          }
-        }
-        for (Index start = 0; start < regular; start += FW) {
-          double sv[FW], tv[FW], re[FW], im[FW];
-          for (Index i = 0; i < FW; ++i) {
-            const Index node = std::min(start + i, regular - 1);  // pad the last block with a valid node
-            tv[i] = tan_k[std::size_t(node)];
-            sv[i] = (2.0 / step) * tv[i];
-          }
-          detail::cauchy_rank1_block<FW>(fast_a2.data(), fast_c.data(), fast_p.data(), fast_q.data(), M, sv, tv,
-                                         1.0 / double(L), re, im);
-          const Index count = std::min<Index>(FW, regular - start);
-          for (Index i = 0; i < count; ++i) spectrum[start + i] = std::complex<T>(T(re[i]), T(im[i]));
-        }
-      }
-      for (Index start = 0; r != 1 && start < regular; start += NB) {
-        const Index count = std::min<Index>(NB, regular - start);
-        for (Index i = 0; i < count; ++i) s[std::size_t(i)] = (2.0 / step) * tan_k[std::size_t(start + i)];
-        cauchy.evaluate(s.data(), count);
-        const MatrixX<double>& sums = cauchy.sums;
-        for (Index i = 0; i < count; ++i) {
-          const double si = s[std::size_t(i)];
-          for (Index j = 0; j < NV; ++j) {
-            // k_j = U_j + i s V_j
-            const std::complex<double> U(sums(i, j), sums(NB + i, j)), V(sums(i, NV + j), sums(NB + i, NV + j));
-            k[std::size_t(j)] = U + std::complex<double>(0.0, si) * V;
-          }
-          // k is (1+r) x (1+r) row-major: row 0 on the C_tilde side, rows 1.. on the conj(P_q) side.
-          const std::complex<double>* k01 = &k[1];
+          const std::complex<double> lambda(Lambda(h, n));
+          cauchy.a2(n) = -2.0 * lambda.real();
+          cauchy.c(n) = std::norm(lambda);
+          b_side[0] = std::complex<double>(B(h, n));
+          c_side[0] = std::complex<double>(C_tilde(h, n));
           for (Index q = 0; q < r; ++q) {
-            k10[std::size_t(q)] = k[std::size_t((1 + q) * (1 + r))];
-            for (Index t = 0; t < r; ++t) k11[std::size_t(q * r + t)] = k[std::size_t((1 + q) * (1 + r) + 1 + t)];
+            b_side[std::size_t(1 + q)] = std::complex<double>(P[std::size_t(q)](h, n));
+            c_side[std::size_t(1 + q)] = std::conj(b_side[std::size_t(1 + q)]);
           }
-          const std::complex<double> reduced = detail::woodbury(k[0], k01, k10.data(), k11.data(), r, work.data());
-          const Index node = start + i;
-          const std::complex<double> factor(1.0, tan_k[std::size_t(node)]);  // 2 / (1 + z_k)
-          spectrum[node] = std::complex<T>(factor * reduced / double(L));
+          for (Index i = 0; i <= r; ++i)
+            for (Index j = 0; j <= r; ++j) {
+              const std::complex<double> v = cmul(c_side[std::size_t(i)], b_side[std::size_t(j)]);
+              const Index idx = i * (1 + r) + j;
+              cauchy.PQ(n, idx) = -2.0 * re_conj_mul(lambda, v);  // p = -2 Re(v conj(lambda))
+              cauchy.PQ(n, NV + idx) = 2.0 * v.real();                    // q
+            }
         }
-      }
-      if (has_nyquist) {
-        double acc = 0;
-        for (Index n = 0; n < M; ++n) acc += (std::complex<double>(C_tilde(h, n)) * std::complex<double>(B(h, n))).real();
-        spectrum[bins - 1] = std::complex<T>(T(step * acc / double(L)), T(0));
-      }
-      plan->inverse(spectrum, kernel);
-      for (Index l = 0; l < L; ++l) K(l, h) = kernel[l];
+        if (r == 1) {
+          for (Index n = 0; n < M; ++n) {
+            fast_a2[std::size_t(n)] = cauchy.a2(n);
+            fast_c[std::size_t(n)] = cauchy.c(n);
+            for (Index j = 0; j < 4; ++j) {
+              fast_p[std::size_t(4 * n + j)] = cauchy.PQ(n, j);
+              fast_q[std::size_t(4 * n + j)] = cauchy.PQ(n, 4 + j);
+            }
+          }
+          for (Index start = 0; start < regular; start += FW) {
+            double sv[FW], tv[FW], re[FW], im[FW];
+            for (Index i = 0; i < FW; ++i) {
+              const Index node = std::min(start + i, regular - 1);  // pad the last block with a valid node
+              tv[i] = tan_k[std::size_t(node)];
+              sv[i] = (2.0 / step) * tv[i];
+            }
+            detail::cauchy_rank1_block<FW>(fast_a2.data(), fast_c.data(), fast_p.data(), fast_q.data(), M, sv, tv,
+                                           1.0 / double(L), re, im);
+            const Index count = std::min<Index>(FW, regular - start);
+            for (Index i = 0; i < count; ++i) spectrum[start + i] = std::complex<T>(T(re[i]), T(im[i]));
+          }
+        }
+        for (Index start = 0; r != 1 && start < regular; start += NB) {
+          const Index count = std::min<Index>(NB, regular - start);
+          for (Index i = 0; i < count; ++i) s[std::size_t(i)] = (2.0 / step) * tan_k[std::size_t(start + i)];
+          cauchy.evaluate(s.data(), count);
+          const MatrixX<double>& sums = cauchy.sums;
+          for (Index i = 0; i < count; ++i) {
+            const double si = s[std::size_t(i)];
+            for (Index j = 0; j < NV; ++j) {
+              // k_j = U_j + i s V_j
+              const std::complex<double> U(sums(i, j), sums(NB + i, j)), V(sums(i, NV + j), sums(NB + i, NV + j));
+              k[std::size_t(j)] = std::complex<double>(U.real() - si * V.imag(), U.imag() + si * V.real());
+            }
+            // k is (1+r) x (1+r) row-major: row 0 on the C_tilde side, rows 1.. on the conj(P_q) side.
+            const std::complex<double>* k01 = &k[1];
+            for (Index q = 0; q < r; ++q) {
+              k10[std::size_t(q)] = k[std::size_t((1 + q) * (1 + r))];
+              for (Index t = 0; t < r; ++t) k11[std::size_t(q * r + t)] = k[std::size_t((1 + q) * (1 + r) + 1 + t)];
+            }
+            const std::complex<double> reduced = detail::woodbury(k[0], k01, k10.data(), k11.data(), r, work.data());
+            const Index node = start + i;
+            const std::complex<double> factor(1.0, tan_k[std::size_t(node)]);  // 2 / (1 + z_k)
+            spectrum[node] = std::complex<T>(cmul(factor, reduced) / double(L));
+          }
+        }
+        if (has_nyquist) {
+          double acc = 0;
+          for (Index n = 0; n < M; ++n) acc += re_mul(std::complex<double>(C_tilde(h, n)), std::complex<double>(B(h, n)));
+          spectrum[bins - 1] = std::complex<T>(T(step * acc / double(L)), T(0));
+        }
+        plan->inverse(spectrum, kernel);
+        for (Index l = 0; l < L; ++l) K(l, h) = kernel[l];
+      });
     }
   }
+  errors.rethrow();
 }
 
 /// C_tilde = C (I - Abar^L) for each channel, as the complex row with 2 Re(C_tilde x) = 2 Re(C x) - 2 Re(C Abar^L x)
@@ -305,29 +338,58 @@ MatrixXc<T> dplr_c_tilde(const DPLRDiscrete<T>& discrete, const MatrixXc<T>& C, 
   check(L >= 0, where, "L", ">= 0", ssm::detail::concat(L));
   const Index H = discrete.channels(), M = discrete.modes();
   MatrixXc<T> out(H, M);
+  // Per-thread work space, allocated before the parallel region (core/parallel.hpp): the products
+  // write into preallocated matrices, so nothing inside the region allocates but, for large M, Eigen's
+  // GEMM workspace, whose exceptions RegionErrors carries out.
+  struct Scratch {
+    Eigen::RowVectorXd g, g_next;
+    MatrixX<double> power, product;
+    std::vector<std::complex<T>> x;
+    std::vector<T> step;
+  };
+  const int team = ssm::detail::team_size(H > 1 && M >= 8, H);
+  ssm::detail::PerThread<Scratch> scratch(team, [&] {
+    return Scratch{Eigen::RowVectorXd(2 * M), Eigen::RowVectorXd(2 * M), MatrixX<double>(2 * M, 2 * M),
+                   MatrixX<double>(2 * M, 2 * M), std::vector<std::complex<T>>(std::size_t(M)),
+                   std::vector<T>(std::size_t(2 * discrete.rank()))};
+  });
+  ssm::detail::RegionErrors errors;
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (H > 1 && M >= 8)
+#pragma omp parallel num_threads(team) if (team > 1)
 #endif
-  for (Index h = 0; h < H; ++h) {
-    // The functional x -> 2 Re(C x) on [Re x; Im x] is the row 2 [Re C, -Im C].
-    Eigen::RowVectorXd f(2 * M);
-    for (Index n = 0; n < M; ++n) {
-      const std::complex<double> c(C(h, n));
-      f(n) = 2.0 * c.real();
-      f(M + n) = -2.0 * c.imag();
-    }
-    MatrixX<double> power = dplr_transition_real(discrete, h);
-    Eigen::RowVectorXd g = f;  // g = f Abar^L by binary powering
-    for (Index e = L; e > 0; e >>= 1) {
-      if (e & 1) g = g * power;
-      if (e > 1) power = power * power;
-    }
-    for (Index n = 0; n < M; ++n) {
-      // 2 Re(C' x) = g [Re x; Im x]  =>  C' = (g_re - i g_im) / 2 with g = [g_re, g_im].
-      const std::complex<double> c_power(0.5 * g(n), -0.5 * g(M + n));
-      out(h, n) = std::complex<T>(std::complex<double>(C(h, n)) - c_power);
+  {
+    Scratch& s = scratch.local();
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+    for (Index h = 0; h < H; ++h) {
+      errors.run([&] {
+        // The functional x -> 2 Re(C x) on [Re x; Im x] is the row g = 2 [Re C, -Im C].
+        for (Index n = 0; n < M; ++n) {
+          const std::complex<double> c(C(h, n));
+          s.g(n) = 2.0 * c.real();
+          s.g(M + n) = -2.0 * c.imag();
+        }
+        dplr_transition_real_into(discrete, h, s.power, s.x.data(), s.step.data());
+        for (Index e = L; e > 0; e >>= 1) {  // g = f Abar^L by binary powering
+          if (e & 1) {
+            s.g_next.noalias() = s.g * s.power;
+            s.g.swap(s.g_next);
+          }
+          if (e > 1) {
+            s.product.noalias() = s.power * s.power;
+            s.power.swap(s.product);
+          }
+        }
+        for (Index n = 0; n < M; ++n) {
+          // 2 Re(C' x) = g [Re x; Im x]  =>  C' = (g_re - i g_im) / 2 with g = [g_re, g_im].
+          const std::complex<double> c_power(0.5 * s.g(n), -0.5 * s.g(M + n));
+          out(h, n) = std::complex<T>(std::complex<double>(C(h, n)) - c_power);
+        }
+      });
     }
   }
+  errors.rethrow();
   return out;
 }
 

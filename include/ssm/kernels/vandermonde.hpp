@@ -20,10 +20,12 @@
 /// below sqrt(smallest normal T) (1e-19 in float) are set to zero before the GEMM: they cannot
 /// contribute and would otherwise make the GEMM crawl through subnormal arithmetic.
 ///
-/// Memory: the L x H output plus O(M (L / Bk + Bk)) scratch per thread. Channels are spread across
-/// threads with OpenMP when `_OPENMP` is defined.
+/// Memory: the L x H output plus O(M (L / Bk + Bk)) scratch per thread, allocated before the parallel
+/// region. Channels are spread across threads with OpenMP when `_OPENMP` is defined.
 
+#include "ssm/core/complex_arith.hpp"
 #include "ssm/core/error.hpp"
+#include "ssm/core/parallel.hpp"
 #include "ssm/core/types.hpp"
 
 #include <Eigen/Core>
@@ -73,8 +75,7 @@ inline void exact_powers(const std::complex<double>* log_z, double s, const Vect
     const double mag = std::exp(a) * (1.0 + a_err);
     const double cos_p = std::cos(phase), sin_p = std::sin(phase);
     const double c = mag * (cos_p - phase_err * sin_p), d = mag * (sin_p + phase_err * cos_p);
-    pr[n] = c * wr[n] - d * wi[n];
-    pi[n] = c * wi[n] + d * wr[n];
+    cmul(c, d, wr[n], wi[n], pr[n], pi[n]);
   }
 }
 
@@ -86,12 +87,7 @@ inline void multiply_powers(const VectorX<double>& zr, const VectorX<double>& zi
   double* __restrict i = pi.data();
   const double* __restrict a = zr.data();
   const double* __restrict b = zi.data();
-  for (Index n = 0; n < M; ++n) {
-    const double re = r[n] * a[n] - i[n] * b[n];
-    const double im = r[n] * b[n] + i[n] * a[n];
-    r[n] = re;
-    i[n] = im;
-  }
+  for (Index n = 0; n < M; ++n) cmul(r[n], i[n], a[n], b[n], r[n], i[n]);
 }
 
 /// One channel: writes K[0 .. L-1] (contiguous) for modes log_z[0 .. M-1] and weights w (already x2).
@@ -175,21 +171,30 @@ void vandermonde_kernel_into(const Eigen::MatrixBase<DLog>& log_z, const Eigen::
   const Index Bk = detail::vandermonde_block(L);
   const Index nb = (L + Bk - 1) / Bk;
   // A column of K is contiguous only when the Ref has unit inner stride (always: Ref's default).
+  // Per-thread scratch is allocated here, before the region: nothing inside it allocates, except
+  // possibly Eigen's GEMM workspace, whose exceptions RegionErrors carries out (core/parallel.hpp).
+  const int team = detail::team_size(H > 1 && H * M * L > (Index(1) << 20), H);
+  detail::PerThread<detail::VandermondeScratch<T>> scratch(team, [&] {
+    return detail::VandermondeScratch<T>{RowMatrixX<T>(nb, 2 * M), MatrixX<T>(2 * M, std::min(Bk, L)),
+                                         VectorX<double>(M), VectorX<double>(M), VectorX<double>(M),
+                                         VectorX<double>(M), VectorX<double>(M), VectorX<double>(M)};
+  });
+  detail::RegionErrors errors;
 #if defined(_OPENMP)
-#pragma omp parallel if (H > 1 && H * M * L > (Index(1) << 20))
+#pragma omp parallel num_threads(team) if (team > 1)
 #endif
   {
-    detail::VandermondeScratch<T> scratch{RowMatrixX<T>(nb, 2 * M), MatrixX<T>(2 * M, std::min(Bk, L)),
-                                          VectorX<double>(M), VectorX<double>(M), VectorX<double>(M),
-                                          VectorX<double>(M), VectorX<double>(M), VectorX<double>(M)};
+    detail::VandermondeScratch<T>& s = scratch.local();
 #if defined(_OPENMP)
 #pragma omp for schedule(static)
 #endif
     for (Index h = 0; h < H; ++h) {
-      detail::vandermonde_channel<T>(logs.col(h).data(), weights.col(h).data(), M, L, Bk, scratch,
-                                     K.col(h).data());
+      errors.run([&] {
+        detail::vandermonde_channel<T>(logs.col(h).data(), weights.col(h).data(), M, L, Bk, s, K.col(h).data());
+      });
     }
   }
+  errors.rethrow();
 }
 
 /// K[l, h] = 2 Re sum_n W[h, n] exp(l log_z[h, n]), l = 0 .. L-1: the L x H kernel (see the file

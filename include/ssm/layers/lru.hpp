@@ -11,11 +11,13 @@
 /// gamma_log normalises each mode's input so that its stationary variance under white noise stays
 /// O(1) however close |lambda| is to 1 (gamma = sqrt(1 - |lambda|^2) at initialisation).
 ///
-/// Two modes from the same parameters:
+/// Two modes from the same parameters (the layer concept, ssm/core/layer.hpp):
 /// - recurrence: the diagonal scan (ssm/core/diagonal_scan.hpp) from a given state, and `step`;
 /// - convolution (the unit is time-invariant): x_n = lambda_n^j * b_n per mode, with b = Bn u; done
 ///   in the frequency domain with real FFTs, the powers Re/Im lambda^l coming from the Vandermonde
 ///   kernel (ssm/kernels/vandermonde.hpp) and their spectra cached per length. Memory O(L (H + N)).
+///   From a state x0 it adds the free response Re(C lambda^{t+1} x0) and returns the final state
+///   lambda^L x0 + sum_k lambda^k b_{L-1-k} (ssm/kernels/state_sums.hpp).
 ///   Both modes are dominated by the mixing through B and C (O(L H N)); the convolution does it on
 ///   complex spectra, about twice the arithmetic of the recurrence's real GEMMs, so for the LRU the
 ///   recurrence is the faster mode (measured: H = 256, N = 64, L = 16384 in float, one thread, AVX-512:
@@ -29,23 +31,25 @@
 ///   std::mt19937_64 gen(0);
 ///   auto lru = ssm::LinearRecurrentUnit<double>::initialise(64, 128, gen, 0.9, 0.999);
 ///   auto state = lru.initial_state();
-///   ssm::Sequence<double> y = lru.forward_recurrent(u, state);   // u: L x 64; state is now x_L
-///   ssm::Sequence<double> y2 = lru.forward(u);                   // the same y by convolution
+///   ssm::Sequence<double> y = lru.forward(u, state);             // u: L x 64; state is now x_L
+///   ssm::Sequence<double> y2 = lru.forward(u, state2, ssm::Mode::convolution);  // the same y and state
 /// \endcode
 
 #include "ssm/core/diagonal_scan.hpp"
 #include "ssm/core/error.hpp"
+#include "ssm/core/layer.hpp"
+#include "ssm/core/spectrum_cache.hpp"
 #include "ssm/core/fft.hpp"
 #include "ssm/core/causal_convolution.hpp"
+#include "ssm/core/complex_arith.hpp"
 #include "ssm/core/types.hpp"
+#include "ssm/kernels/state_sums.hpp"
 #include "ssm/kernels/vandermonde.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <complex>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <random>
 
 namespace ssm {
@@ -59,6 +63,13 @@ struct LinearRecurrentUnitParams {
   MatrixXc<T> B;         ///< N x H: input matrix (before normalisation)
   MatrixXc<T> C;         ///< H x N: output matrix (y = Re(C x))
   VectorX<T> D;          ///< H: skip connection
+
+  /// The same parameters in scalar U (each value rounded to U).
+  template <class U>
+  LinearRecurrentUnitParams<U> cast() const {
+    return {nu_log.template cast<U>(), theta_log.template cast<U>(), gamma_log.template cast<U>(),
+            B.template cast<std::complex<U>>(), C.template cast<std::complex<U>>(), D.template cast<U>()};
+  }
 };
 
 /// A Linear Recurrent Unit over scalar `T` (float or double). Immutable once made; lambda and the
@@ -69,16 +80,19 @@ class LinearRecurrentUnit {
   static_assert(is_supported_scalar_v<T>, "LinearRecurrentUnit: T must be float or double");
 
  public:
+  using Scalar = T;
   using Params = LinearRecurrentUnitParams<T>;
 
   /// Recurrent state of one stream: N complex values.
   struct State {
     VectorXc<T> x;
+    /// Back to the zero state (keeps the memory).
+    void reset() { x.setZero(); }
   };
 
   /// Checks and keeps `params`: every field finite, nu_log, theta_log, gamma_log of N entries,
   /// B N x H, C H x N, D H entries (H, N >= 1); throws ssm::error naming the field otherwise.
-  explicit LinearRecurrentUnit(Params params) : p_(std::move(params)), cache_(std::make_shared<SpectrumCache>()) {
+  explicit LinearRecurrentUnit(Params params) : p_(std::move(params)), spectra_(std::make_shared<SpectrumCache<T>>()) {
     const char* where = "LinearRecurrentUnit";
     const Index N = p_.nu_log.size(), H = p_.D.size();
     check(N >= 1 && (p_.nu_log.cols() == 1 || p_.nu_log.rows() == 1), where, "nu_log", "a vector of N >= 1",
@@ -109,6 +123,9 @@ class LinearRecurrentUnit {
     c_re_t_ = p_.C.real().transpose();
     c_im_t_ = p_.C.imag().transpose();
   }
+
+  /// Recurrent mode whatever `Mode::automatic` is asked: measured faster than the convolution at every L.
+  Mode preferred_mode(Index) const { return Mode::recurrence; }
 
   /// The paper's ring initialisation, drawing from `gen` in this order: u1 (N uniform [0, 1)), u2 (N),
   /// Re B, Im B (N x H normal, row by row), Re C, Im C (H x N normal, row by row), D (H normal):
@@ -176,17 +193,20 @@ class LinearRecurrentUnit {
   /// The zero state (N).
   State initial_state() const { return State{VectorXc<T>::Zero(state_size())}; }
 
-  /// Recurrent mode over a whole sequence: from `state` (x_{-1}), returns y (L x H) and leaves x_{L-1}
-  /// in `state`. u is L x H (L >= 0). Time is processed in chunks (scratch O(chunk x (N + H))).
-  template <class Derived>
-  Sequence<T> forward_recurrent(const Eigen::MatrixBase<Derived>& u, State& state) const {
-    static_assert(std::is_same_v<typename Derived::Scalar, T>, "LinearRecurrentUnit: u must hold the unit's scalar");
-    const char* where = "LinearRecurrentUnit::forward_recurrent";
+  /// A whole sequence from `state` (x_{-1}): returns y (L x H) and leaves x_{L-1} in `state`, so consecutive
+  /// calls continue exactly. u is L x H (L >= 0). Both modes give the same y and state up to rounding:
+  /// - recurrence (the default: faster at every L): time in chunks, b = Bn u by GEMM, the diagonal scan,
+  ///   y = Re(C x) + D u by GEMM (scratch O(chunk x (N + H)));
+  /// - convolution: `forward(u)` plus the free response Re(C lambda^{t+1} x0), and the final state
+  ///   lambda^L x0 + sum_k lambda^k b_{L-1-k}.
+  Sequence<T> forward(const Eigen::Ref<const Sequence<T>>& u, State& state, Mode mode = Mode::automatic) const {
+    const char* where = "LinearRecurrentUnit::forward";
     check(u.cols() == channels(), where, "u", detail::concat("L x ", channels(), " (L x H)"),
           shape_string(u.rows(), u.cols()));
     check_state(state, where);
-    const Eigen::Ref<const Sequence<T>> uu(u.derived());
-    const Index L = uu.rows(), H = channels(), N = state_size();
+    if (mode == Mode::automatic) mode = preferred_mode(u.rows());
+    if (mode == Mode::convolution && u.rows() > 0) return forward_convolution(u, state);
+    const Index L = u.rows(), H = channels(), N = state_size();
     Sequence<T> y(L, H);
     if (L == 0) return y;
     const Index chunk = std::min<Index>(L, std::max<Index>(1024, (Index(1) << 17) / N));
@@ -194,7 +214,7 @@ class LinearRecurrentUnit {
     MatrixXc<T> x(chunk, N);
     for (Index t0 = 0; t0 < L; t0 += chunk) {
       const Index n = std::min(chunk, L - t0);
-      const auto u_chunk = uu.middleRows(t0, n);
+      const auto u_chunk = u.middleRows(t0, n);
       // b_t = Bn u_t for every step of the chunk: two real GEMMs.
       xr.topRows(n).noalias() = u_chunk * b_re_t_;
       xi.topRows(n).noalias() = u_chunk * b_im_t_;
@@ -213,7 +233,8 @@ class LinearRecurrentUnit {
   }
 
   /// One step: x = lambda .* x + Bn u, y = Re(C x) + D u. `u` and `y` have H entries (a row of an
-  /// L x H sequence works); `y` must not alias `u`. Allocates nothing.
+  /// L x H sequence works); `y` may alias `u` (u is read in full before y(h) is written, and y(h) reads
+  /// only u(h)). Allocates nothing.
   void step(const Eigen::Ref<const VectorX<T>, 0, Eigen::InnerStride<>>& u, State& state,
             Eigen::Ref<VectorX<T>, 0, Eigen::InnerStride<>> y) const {
     const char* where = "LinearRecurrentUnit::step";
@@ -228,9 +249,7 @@ class LinearRecurrentUnit {
         br += b_re_t_(h, n) * u(h);
         bi += b_im_t_(h, n) * u(h);
       }
-      const std::complex<T> a = lambda_(n), x = state.x(n);
-      state.x(n) = std::complex<T>(a.real() * x.real() - a.imag() * x.imag() + br,
-                                   a.real() * x.imag() + a.imag() * x.real() + bi);
+      state.x(n) = cmuladd(lambda_(n), state.x(n), std::complex<T>(br, bi));
     }
     for (Index h = 0; h < H; ++h) {
       T acc = p_.D(h) * u(h);
@@ -253,11 +272,9 @@ class LinearRecurrentUnit {
     return vandermonde_kernel<T>(logs, weights, L);
   }
 
-  /// Convolution mode from the zero state: the same y as `forward_recurrent` from `initial_state()`.
+  /// Convolution mode from the zero state: the same y as the recurrence from `initial_state()`.
   /// u is L x H (L >= 1).
-  template <class Derived>
-  Sequence<T> forward(const Eigen::MatrixBase<Derived>& u) const {
-    static_assert(std::is_same_v<typename Derived::Scalar, T>, "LinearRecurrentUnit: u must hold the unit's scalar");
+  Sequence<T> forward(const Eigen::Ref<const Sequence<T>>& u) const {
     const char* where = "LinearRecurrentUnit::forward";
     check(u.rows() >= 1 && u.cols() == channels(), where, "u",
           detail::concat("L x ", channels(), " (L x H) with L >= 1"), shape_string(u.rows(), u.cols()));
@@ -300,24 +317,43 @@ class LinearRecurrentUnit {
     return y;
   }
 
-  /// The cached spectra of `mode_kernels(L)`, padded for inputs of length L.
+  /// The cached spectra of `mode_kernels(L)`, padded for inputs of length L: (n/2 + 1) x 2N complex values
+  /// per length, n the FFT size >= 2L, kept in `spectrum_cache()` (shared by copies of the unit).
   std::shared_ptr<const KernelSpectrum<T>> kernel_spectrum(Index L) const {
     check(L >= 1, "LinearRecurrentUnit::kernel_spectrum", "L", ">= 1", detail::concat(L));
-    {
-      std::lock_guard<std::mutex> lock(cache_->mutex);
-      auto it = cache_->spectra.find(L);
-      if (it != cache_->spectra.end()) return it->second;
-    }
-    auto made = std::make_shared<const KernelSpectrum<T>>(make_kernel_spectrum<T>(mode_kernels(L), L));
-    std::lock_guard<std::mutex> lock(cache_->mutex);
-    return cache_->spectra.emplace(L, std::move(made)).first->second;
+    return spectra_->get_or_make(L, [&] { return make_kernel_spectrum<T>(mode_kernels(L), L); });
   }
 
+  /// The per-length spectrum cache: bounded by a byte budget (`SpectrumCache::default_budget` unless set),
+  /// least recently used lengths evicted first; `clear()`, `bytes()`, `set_budget()`.
+  SpectrumCache<T>& spectrum_cache() const { return *spectra_; }
+
  private:
-  struct SpectrumCache {
-    std::mutex mutex;
-    std::map<Index, std::shared_ptr<const KernelSpectrum<T>>> spectra;
-  };
+  /// Convolution mode from a state (L >= 1), see `forward(u, state, mode)`.
+  Sequence<T> forward_convolution(const Eigen::Ref<const Sequence<T>>& u, State& state) const {
+    const Index L = u.rows(), H = channels(), N = state_size();
+    Sequence<T> y = forward(u);
+    const VectorXc<double> x0 = state.x.template cast<std::complex<double>>();
+    if (!x0.isZero(0)) {
+      // Re sum_n C[h,n] lambda_n^{t+1} x0_n = 2 Re sum_n (C lambda x0 / 2)[h,n] lambda_n^t.
+      const MatrixXc<double> log_z = log_lambda_.transpose().replicate(H, 1);  // H x N
+      const VectorXc<double> w = 0.5 * (log_lambda_.array().exp() * x0.array()).matrix();
+      const MatrixXc<double> W = p_.C.template cast<std::complex<double>>() * w.asDiagonal();
+      y += vandermonde_kernel<T>(log_z, W, L);
+    }
+    // x_{L-1} = lambda^L x0 + sum_k lambda^k b_{L-1-k}, b = Bn u: the real and imaginary parts of b as 2N
+    // real sequences, each with one mode.
+    MatrixX<T> b(L, 2 * N);
+    b.leftCols(N).noalias() = u * b_re_t_;
+    b.rightCols(N).noalias() = u * b_im_t_;
+    MatrixXc<double> log_z(1, 2 * N);
+    log_z << log_lambda_.transpose(), log_lambda_.transpose();
+    const MatrixXc<double> sums = kernels::diagonal_state_sum<T>(log_z, b);
+    const VectorXc<double> decay = (double(L) * log_lambda_.array()).exp().matrix();
+    for (Index n = 0; n < N; ++n)
+      state.x(n) = std::complex<T>(decay(n) * x0(n) + sums(0, n) + std::complex<double>(0, 1) * sums(0, N + n));
+    return y;
+  }
 
   void check_state(const State& state, const char* where) const {
     if (state.x.size() != state_size() || state.x.cols() != 1) check_size(state.x, state_size(), where, "state.x", "N");
@@ -329,7 +365,7 @@ class LinearRecurrentUnit {
   MatrixXc<T> b_norm_;           // N x H: exp(gamma_log) .* B
   MatrixX<T> b_re_t_, b_im_t_;   // H x N: Re and Im of b_norm_^T
   MatrixX<T> c_re_t_, c_im_t_;   // N x H: Re and Im of C^T
-  std::shared_ptr<SpectrumCache> cache_;
+  std::shared_ptr<SpectrumCache<T>> spectra_;  // shared by copies
 };
 
 }  // namespace ssm

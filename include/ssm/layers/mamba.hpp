@@ -21,12 +21,21 @@
 /// `forward` from a `State` continues a stream exactly where the previous call left it, so a prompt
 /// can be processed in chunks and then continued token by token with `step`.
 ///
+/// The block follows the layer concept of core/layer.hpp: `Params` (= `MambaParams`), construction
+/// from it, `initialise` (the reference's initialisation), `initial_state`, `State::reset`, `forward`
+/// from the zero state or from a state, and an allocation-free `step` that accepts strided vectors
+/// (a row of an L x d_model matrix) and lets y alias u. The selective scan runs through the public
+/// `selective_scan_into` on views of the block's own buffers (no copies).
+///
 /// Example:
 /// \code
-///   ssm::Mamba<float> block(params);            // params: ssm::MambaParams<float>, PyTorch weights
+///   std::mt19937_64 gen(0);
+///   auto block = ssm::Mamba<float>::initialise(config, gen);   // or ssm::Mamba<float>(params): PyTorch weights
 ///   auto state = block.initial_state();
 ///   ssm::Sequence<float> y = block.forward(prompt, state);     // L x d_model, state now after prompt
-///   const ssm::VectorX<float>& next = block.step(token_embedding, state);  // allocation-free
+///   ssm::VectorX<float> next(config.d_model);
+///   block.step(token_embedding, state, next);                  // allocation-free
+///   block.step(x.row(t), state, x.row(t));                     // in place on a row of a sequence
 /// \endcode
 
 #include "ssm/core/error.hpp"
@@ -35,7 +44,9 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <cmath>
+#include <random>
 #include <string>
 #include <utility>
 
@@ -43,7 +54,8 @@ namespace ssm {
 
 /// Sizes and options of a Mamba block, named as in the reference's constructor
 /// (`Mamba(d_model, d_state, d_conv, expand, dt_rank, conv_bias, bias)`; its initialisation-only
-/// arguments dt_min, dt_max, ... do not change the network and have no field here).
+/// arguments dt_min, dt_max, dt_init_floor, dt_scale do not change the network: they are arguments
+/// of `Mamba::initialise`).
 struct MambaConfig {
   Index d_model = 0;      ///< Width of the block's input and output.
   Index d_state = 16;     ///< N, the SSM state size per channel.
@@ -77,23 +89,46 @@ struct MambaParams {
   VectorX<Scalar> D;                ///< d_inner, the skip y += D x.
   MatrixX<Scalar> out_proj_weight;  ///< d_model x d_inner.
   VectorX<Scalar> out_proj_bias;    ///< d_model with config.bias, else empty.
+
+  /// The same parameters in scalar U (every field cast; an empty bias stays empty).
+  template <class U>
+  MambaParams<U> cast() const {
+    MambaParams<U> p;
+    p.config = config;
+    p.in_proj_weight = in_proj_weight.template cast<U>();
+    p.in_proj_bias = in_proj_bias.template cast<U>();
+    p.conv1d_weight = conv1d_weight.template cast<U>();
+    p.conv1d_bias = conv1d_bias.template cast<U>();
+    p.x_proj_weight = x_proj_weight.template cast<U>();
+    p.dt_proj_weight = dt_proj_weight.template cast<U>();
+    p.dt_proj_bias = dt_proj_bias.template cast<U>();
+    p.A_log = A_log.template cast<U>();
+    p.D = D.template cast<U>();
+    p.out_proj_weight = out_proj_weight.template cast<U>();
+    p.out_proj_bias = out_proj_bias.template cast<U>();
+    return p;
+  }
 };
 
 /// A Mamba block: full-sequence forward, forward from a state, and one-token steps.
-template <class Scalar>
+template <class T>
 class Mamba {
-  static_assert(is_supported_scalar_v<Scalar>, "Mamba: Scalar must be float or double");
+  static_assert(is_supported_scalar_v<T>, "Mamba: Scalar must be float or double");
 
  public:
+  using Scalar = T;
+  using Params = MambaParams<T>;
+
   /// Streaming state: the convolution's last d_conv inputs and the SSM state, plus the scratch a
   /// step needs, so that `step` allocates nothing. Make one with `initial_state()`; one per stream.
   struct State {
-    MatrixX<Scalar> conv;  ///< d_inner x d_conv: the last d_conv conv inputs, newest in the last column.
-    MatrixX<Scalar> ssm;   ///< d_inner x d_state: x_t.
-    /// Scratch of `step` (no meaning between calls); `out` holds the last step's output (d_model).
-    VectorX<Scalar> xz, xc, x_dbl, dt, y, out;
+    MatrixX<T> conv;  ///< d_inner x d_conv: the last d_conv conv inputs, newest in the last column.
+    MatrixX<T> ssm;   ///< d_inner x d_state: x_t.
+    /// Scratch of `step`, no meaning between calls: the input and output (d_model), in_proj's
+    /// [x | z] (2 d_inner), the conv output, x_proj's [dt input | B | C], delta and the gated scan output.
+    VectorX<T> in, out, xz, xc, x_dbl, dt, y;
 
-    /// Back to the start of a stream (zero states).
+    /// Back to the start of a stream (zero states), keeping the memory.
     void reset() {
       conv.setZero();
       ssm.setZero();
@@ -103,17 +138,10 @@ class Mamba {
   /// Checks every parameter's shape against `params.config` and keeps them.
   /// \throws ssm::error naming the parameter, its expected and its actual shape (a bias present
   /// although the config says it is absent, or the other way round, is a shape error too).
-  explicit Mamba(MambaParams<Scalar> params) : p_(std::move(params)) {
+  explicit Mamba(Params params) : p_(std::move(params)) {
     constexpr const char* where = "Mamba";
     const MambaConfig& c = p_.config;
-    using detail::concat;
-    check(c.d_model >= 1, where, "config.d_model", "a size >= 1", concat(c.d_model));
-    check(c.d_state >= 1, where, "config.d_state", "a size >= 1", concat(c.d_state));
-    check(c.d_conv >= 1, where, "config.d_conv", "a size >= 1", concat(c.d_conv));
-    const double inner = c.expand * static_cast<double>(c.d_model);  // checked before the cast in d_inner()
-    check(std::isfinite(inner) && inner >= 1 && inner < 1e15, where, "config.expand",
-          concat("a factor with 1 <= expand d_model < 1e15 (d_model ", c.d_model, ")"), concat(c.expand));
-    check(c.dt_rank >= 0, where, "config.dt_rank", "a rank >= 1, or 0 for auto", concat(c.dt_rank));
+    check_config(c, where);
     const Index di = c.d_inner(), N = c.d_state, R = c.rank();
     check_shape(p_.in_proj_weight, 2 * di, c.d_model, where, "in_proj_weight", "2 d_inner x d_model");
     check_size(p_.in_proj_bias, c.bias ? 2 * di : 0, where, "in_proj_bias",
@@ -133,38 +161,98 @@ class Mamba {
     A_ = (-p_.A_log.array().exp()).matrix().transpose();  // N x d_inner: channel d's A contiguous
   }
 
+  /// A block initialised as the reference does (state-spaces/mamba, mamba_simple.py, dt_init "random"),
+  /// drawing from `gen`. Every value is drawn in double and rounded to T once:
+  ///  - in_proj, x_proj, out_proj weights (and the in / out biases with config.bias): uniform in
+  ///    +-1/sqrt(fan_in), PyTorch's nn.Linear default (kaiming-uniform with a = sqrt(5));
+  ///    fan_in = d_model, d_inner, d_inner;
+  ///  - conv1d weight and bias: uniform in +-1/sqrt(d_conv) (nn.Conv1d's default; depthwise, so
+  ///    fan_in = d_conv);
+  ///  - dt_proj weight: uniform in +-dt_scale / sqrt(dt_rank);
+  ///  - dt_proj bias: softplus^-1(dt) = dt + log(-expm1(-dt)), with dt = exp(U(log dt_min, log dt_max))
+  ///    clamped below at dt_init_floor, so that softplus(bias) = dt is log-uniform in [dt_min, dt_max];
+  ///  - A_log[d, n] = log(n + 1) (S4D-Real: A = -(1, 2, ..., d_state) for every channel); D = 1.
+  /// (MambaLMHeadModel re-initialises some of these, e.g. out_proj scaled by 1/sqrt(n_layer); this is
+  /// the block's own recipe.)
+  /// \throws ssm::error naming config fields or the dt arguments when out of range
+  /// (0 < dt_min <= dt_max, dt_init_floor >= 0, dt_scale > 0, all finite).
+  static Mamba initialise(const MambaConfig& config, std::mt19937_64& gen, double dt_min = 1e-3, double dt_max = 0.1,
+                          double dt_init_floor = 1e-4, double dt_scale = 1.0) {
+    constexpr const char* where = "Mamba::initialise";
+    using detail::concat;
+    check_config(config, where);
+    check(std::isfinite(dt_min) && dt_min > 0, where, "dt_min", "a finite step > 0", concat(dt_min));
+    check(std::isfinite(dt_max) && dt_max >= dt_min, where, "dt_max", concat("a finite step >= dt_min = ", dt_min),
+          concat(dt_max));
+    check(std::isfinite(dt_init_floor) && dt_init_floor >= 0, where, "dt_init_floor", "a finite value >= 0",
+          concat(dt_init_floor));
+    check(std::isfinite(dt_scale) && dt_scale > 0, where, "dt_scale", "a finite factor > 0", concat(dt_scale));
+    const Index dm = config.d_model, di = config.d_inner(), N = config.d_state, R = config.rank(), K = config.d_conv;
+    auto uniform = [&gen](Index rows, Index cols, double bound) {
+      std::uniform_real_distribution<double> draw(-bound, bound);
+      MatrixX<T> m(rows, cols);
+      for (Index j = 0; j < cols; ++j)
+        for (Index i = 0; i < rows; ++i) m(i, j) = T(draw(gen));
+      return m;
+    };
+    Params p;
+    p.config = config;
+    const double in_bound = 1 / std::sqrt(double(dm)), inner_bound = 1 / std::sqrt(double(di));
+    const double conv_bound = 1 / std::sqrt(double(K));
+    p.in_proj_weight = uniform(2 * di, dm, in_bound);
+    if (config.bias) p.in_proj_bias = uniform(2 * di, 1, in_bound);
+    p.conv1d_weight = uniform(di, K, conv_bound);
+    if (config.conv_bias) p.conv1d_bias = uniform(di, 1, conv_bound);
+    p.x_proj_weight = uniform(R + 2 * N, di, inner_bound);
+    p.dt_proj_weight = uniform(di, R, dt_scale / std::sqrt(double(R)));
+    p.dt_proj_bias.resize(di);
+    std::uniform_real_distribution<double> unit(0.0, 1.0);
+    const double log_min = std::log(dt_min), log_max = std::log(dt_max);
+    for (Index d = 0; d < di; ++d) {
+      const double dt = std::max(std::exp(log_min + unit(gen) * (log_max - log_min)), dt_init_floor);
+      p.dt_proj_bias[d] = T(dt + std::log(-std::expm1(-dt)));  // softplus^-1(dt)
+    }
+    p.A_log.resize(di, N);
+    for (Index n = 0; n < N; ++n) p.A_log.col(n).setConstant(T(std::log(double(n + 1))));
+    p.D = VectorX<T>::Ones(di);
+    p.out_proj_weight = uniform(dm, di, inner_bound);
+    if (config.bias) p.out_proj_bias = uniform(dm, 1, inner_bound);
+    return Mamba(std::move(p));
+  }
+
   /// The parameters (read-only: the derived A = -exp(A_log) is cached from them).
-  const MambaParams<Scalar>& params() const { return p_; }
+  const Params& params() const { return p_; }
   /// The sizes.
   const MambaConfig& config() const { return p_.config; }
+  /// Width of u and y: d_model.
+  Index channels() const { return p_.config.d_model; }
 
   /// A zero state (the start of a stream) with its step scratch allocated.
   State initial_state() const {
     const MambaConfig& c = p_.config;
     const Index di = c.d_inner();
     State s;
-    s.conv = MatrixX<Scalar>::Zero(di, c.d_conv);
-    s.ssm = MatrixX<Scalar>::Zero(di, c.d_state);
+    s.conv = MatrixX<T>::Zero(di, c.d_conv);
+    s.ssm = MatrixX<T>::Zero(di, c.d_state);
+    s.in.resize(c.d_model);
+    s.out.resize(c.d_model);
     s.xz.resize(2 * di);
     s.xc.resize(di);
     s.x_dbl.resize(c.rank() + 2 * c.d_state);
     s.dt.resize(di);
     s.y.resize(di);
-    s.out.resize(c.d_model);
     return s;
   }
 
   /// The full-sequence forward from zero states: u is L x d_model, the result L x d_model.
-  template <class Derived>
-  Sequence<Scalar> forward(const Eigen::MatrixBase<Derived>& u) const {
+  Sequence<T> forward(const Eigen::Ref<const Sequence<T>>& u) const {
     State s = initial_state();
     return forward(u, s);
   }
 
   /// The forward of u (L x d_model) starting from `state`, which is left as the state after the
   /// last row: chunked calls give the one-pass result, and `step` continues from it.
-  template <class Derived>
-  Sequence<Scalar> forward(const Eigen::MatrixBase<Derived>& u, State& state) const {
+  Sequence<T> forward(const Eigen::Ref<const Sequence<T>>& u, State& state) const {
     constexpr const char* where = "Mamba::forward";
     const MambaConfig& c = p_.config;
     const Index di = c.d_inner(), N = c.d_state, R = c.rank(), K = c.d_conv;
@@ -172,20 +260,20 @@ class Mamba {
       check(false, where, "u", detail::concat("L x ", c.d_model, " (L x d_model)"), shape_string(u.rows(), u.cols()));
     check_state(state, where);
     const Index L = u.rows();
-    if (L == 0) return Sequence<Scalar>(0, c.d_model);
+    if (L == 0) return Sequence<T>(0, c.d_model);
 
     // in_proj: L x 2 d_inner, x in the first d_inner columns, z in the rest.
-    MatrixX<Scalar> xz = u.template cast<Scalar>() * p_.in_proj_weight.transpose();
+    MatrixX<T> xz = u * p_.in_proj_weight.transpose();
     if (c.bias) xz.rowwise() += p_.in_proj_bias.transpose();
     // Depthwise causal convolution over [last K - 1 inputs of the state, x], then SiLU.
-    MatrixX<Scalar> xc(L, di);
+    MatrixX<T> xc(L, di);
     {
-      VectorX<Scalar> ext(L + K - 1);
+      VectorX<T> ext(L + K - 1);
       for (Index d = 0; d < di; ++d) {
         ext.head(K - 1) = state.conv.row(d).tail(K - 1).transpose();
         ext.tail(L) = xz.col(d);
         auto out = xc.col(d);
-        out.setConstant(c.conv_bias ? p_.conv1d_bias[d] : Scalar(0));
+        out.setConstant(c.conv_bias ? p_.conv1d_bias[d] : T(0));
         for (Index k = 0; k < K; ++k) out += p_.conv1d_weight(d, k) * ext.segment(k, L);
         for (Index t = 0; t < L; ++t) out[t] = silu(out[t]);
         // New conv state: the last K of [old state, x].
@@ -196,26 +284,31 @@ class Mamba {
       }
     }
     // x_proj, transposed so that each step's (dt input, B, C) is one contiguous column.
-    const MatrixX<Scalar> x_dbl = p_.x_proj_weight * xc.transpose();       // (R + 2N) x L
-    const MatrixX<Scalar> delta = x_dbl.topRows(R).transpose() * p_.dt_proj_weight.transpose();  // L x d_inner
-    Sequence<Scalar> y(L, di);
-    detail::RealScanProblem<Scalar> sp = scan_problem(L, xc.data(), L, delta.data(), L, xz.data() + di * L, L,
-                                                      x_dbl.data(), R + 2 * N, state, y.data(), L);
-    detail::run_real_scan(sp);
-    Sequence<Scalar> out = y * p_.out_proj_weight.transpose();
+    const MatrixX<T> x_dbl = p_.x_proj_weight * xc.transpose();                             // (R + 2N) x L
+    const MatrixX<T> delta = x_dbl.topRows(R).transpose() * p_.dt_proj_weight.transpose();  // L x d_inner
+    Sequence<T> y(L, di);
+    // B and C: rows R .. R + N - 1 and R + N .. R + 2N - 1 of x_dbl, read in place as L x N.
+    selective_scan_into<T>(xc, delta, A_view(), ScanMatrix<T>::per_step(x_dbl.middleRows(R, N).transpose()),
+                           ScanMatrix<T>::per_step(x_dbl.middleRows(R + N, N).transpose()),
+                           scan_options(xz.rightCols(di)), y, state.ssm);
+    Sequence<T> out = y * p_.out_proj_weight.transpose();
     if (c.bias) out.rowwise() += p_.out_proj_bias.transpose();
     return out;
   }
 
-  /// One token: u (d_model) in, the output (d_model) returned as a reference to `state.out` (valid
-  /// until the next step on this state). Allocates nothing.
-  const VectorX<Scalar>& step(const Eigen::Ref<const VectorX<Scalar>>& u, State& state) const {
+  /// One token: u (d_model) in, y (d_model) out, `state` advanced. Allocates nothing. u and y may be
+  /// strided (a row of an L x d_model matrix, `x.row(t)`) and may be the same vector: u is read
+  /// completely before y is written.
+  void step(const Eigen::Ref<const VectorX<T>, 0, Eigen::InnerStride<>>& u, State& state,
+            Eigen::Ref<VectorX<T>, 0, Eigen::InnerStride<>> y) const {
     constexpr const char* where = "Mamba::step";
     const MambaConfig& c = p_.config;
-    const Index di = c.d_inner(), R = c.rank(), K = c.d_conv;
+    const Index di = c.d_inner(), N = c.d_state, R = c.rank(), K = c.d_conv;
     check_size(u, c.d_model, where, "u", "d_model");
+    check_size(y, c.d_model, where, "y", "d_model");
     check_state(state, where);
-    state.xz.noalias() = p_.in_proj_weight * u;
+    state.in = u;  // contiguous for the product, and read before y is written
+    state.xz.noalias() = p_.in_proj_weight * state.in;
     if (c.bias) state.xz += p_.in_proj_bias;
     for (Index k = 0; k + 1 < K; ++k) state.conv.col(k) = state.conv.col(k + 1);
     state.conv.col(K - 1) = state.xz.head(di);
@@ -225,62 +318,60 @@ class Mamba {
     for (Index d = 0; d < di; ++d) state.xc[d] = silu(state.xc[d]);
     state.x_dbl.noalias() = p_.x_proj_weight * state.xc;
     state.dt.noalias() = p_.dt_proj_weight * state.x_dbl.head(R);
-    detail::RealScanProblem<Scalar> sp = scan_problem(1, state.xc.data(), 1, state.dt.data(), 1, state.xz.data() + di, 1,
-                                                      state.x_dbl.data(), 0, state, state.y.data(), 1);
-    detail::run_real_scan(sp);
+    // The scan over one step: 1 x d_inner views of the scratch vectors.
+    selective_scan_into<T>(Eigen::Map<const Sequence<T>>(state.xc.data(), 1, di),
+                           Eigen::Map<const Sequence<T>>(state.dt.data(), 1, di), A_view(),
+                           ScanMatrix<T>::per_step(state.x_dbl.segment(R, N).transpose()),
+                           ScanMatrix<T>::per_step(state.x_dbl.segment(R + N, N).transpose()),
+                           scan_options(state.xz.tail(di).transpose()), Eigen::Map<Sequence<T>>(state.y.data(), 1, di),
+                           state.ssm);
     state.out.noalias() = p_.out_proj_weight * state.y;
     if (c.bias) state.out += p_.out_proj_bias;
-    return state.out;
+    y = state.out;
   }
 
  private:
+  /// The config checks shared by the constructor and `initialise`.
+  static void check_config(const MambaConfig& c, const char* where) {
+    using detail::concat;
+    check(c.d_model >= 1, where, "config.d_model", "a size >= 1", concat(c.d_model));
+    check(c.d_state >= 1, where, "config.d_state", "a size >= 1", concat(c.d_state));
+    check(c.d_conv >= 1, where, "config.d_conv", "a size >= 1", concat(c.d_conv));
+    const double inner = c.expand * static_cast<double>(c.d_model);  // checked before the cast in d_inner()
+    check(std::isfinite(inner) && inner >= 1 && inner < 1e15, where, "config.expand",
+          concat("a factor with 1 <= expand d_model < 1e15 (d_model ", c.d_model, ")"), concat(c.expand));
+    check(c.dt_rank >= 0, where, "config.dt_rank", "a rank >= 1, or 0 for auto", concat(c.dt_rank));
+  }
+
   void check_state(const State& s, const char* where) const {
     const MambaConfig& c = p_.config;
     const Index di = c.d_inner();
     check_shape(s.conv, di, c.d_conv, where, "state.conv", "d_inner x d_conv; use initial_state()");
     check_shape(s.ssm, di, c.d_state, where, "state.ssm", "d_inner x d_state; use initial_state()");
-    const bool scratch = s.xz.size() == 2 * di && s.xc.size() == di && s.x_dbl.size() == c.rank() + 2 * c.d_state &&
-                         s.dt.size() == di && s.y.size() == di && s.out.size() == c.d_model;
+    const bool scratch = s.in.size() == c.d_model && s.out.size() == c.d_model && s.xz.size() == 2 * di &&
+                         s.xc.size() == di && s.x_dbl.size() == c.rank() + 2 * c.d_state && s.dt.size() == di &&
+                         s.y.size() == di;
     if (!scratch) check(false, where, "state", "scratch sized by initial_state()", "other sizes");  // no string unless it fails
   }
 
-  /// The scan of the block: u = conv output, delta before bias and softplus, gate z, B and C read
-  /// from the columns of x_dbl (stride: scalars between steps), state in state.ssm.
-  detail::RealScanProblem<Scalar> scan_problem(Index L, const Scalar* u, Index ld_u, const Scalar* delta,
-                                               Index ld_delta, const Scalar* z, Index ld_z, const Scalar* x_dbl,
-                                               Index stride, State& state, Scalar* out, Index ld_out) const {
-    const MambaConfig& c = p_.config;
-    const Index di = c.d_inner(), N = c.d_state, R = c.rank();
-    detail::RealScanProblem<Scalar> p;
-    p.L = L;
-    p.D = di;
-    p.N = N;
-    p.u = u;
-    p.ld_u = ld_u;
-    p.delta = delta;
-    p.ld_delta = ld_delta;
-    p.z = z;
-    p.ld_z = ld_z;
-    p.delta_bias = p_.dt_proj_bias.data();
-    p.skip = p_.D.data();
-    p.softplus = true;
-    p.A = A_.data();
-    p.B.data = x_dbl + R;
-    p.B.stride = stride;
-    p.B.group_size = di;
-    p.C.data = x_dbl + R + N;
-    p.C.stride = stride;
-    p.C.group_size = di;
-    p.x = state.ssm.data();
-    p.x_ld_d = 1;
-    p.x_ld_n = di;
-    p.out = out;
-    p.ld_out = ld_out;
-    return p;
+  /// A = -exp(A_log) as the scan's D x N operand, each channel's N values contiguous (read in place).
+  Eigen::Map<const MatrixX<T>, 0, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>> A_view() const {
+    return {A_.data(), A_.cols(), A_.rows(), Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(1, A_.rows())};
   }
 
-  MambaParams<Scalar> p_;
-  MatrixX<Scalar> A_;  ///< -exp(A_log), transposed: N x d_inner.
+  /// The scan's options for the block: skip D, delta bias and softplus (dt_proj's bias and
+  /// activation), and the gate z (L x d_inner, a view of in_proj's second half).
+  SelectiveScanOptions<T> scan_options(ScanView<T> z) const {
+    SelectiveScanOptions<T> o;
+    o.D = p_.D;
+    o.delta_bias = p_.dt_proj_bias;
+    o.delta_softplus = true;
+    o.z = z;
+    return o;
+  }
+
+  Params p_;
+  MatrixX<T> A_;  ///< -exp(A_log), transposed: N x d_inner.
 };
 
 }  // namespace ssm

@@ -8,22 +8,25 @@
 /// over M = N/2 complex modes (one of each conjugate pair; the real system has N states). Continuous
 /// A = diag(Lambda) - P P^* in the real-linear sense documented in `DPLRDiscrete` (discretize.hpp).
 ///
-/// Two modes read the same `S4Params`:
+/// Two modes read the same `S4Params` (the layer concept, ssm/core/layer.hpp):
 /// - convolution: y = K * u + D u with the kernel K of length L (kernels/cauchy.hpp), or of length
 ///   min(L, kernel_length) zero-padded when `S4Params::kernel_length` is set (the reference's l_max), whose
-///   padded spectrum is cached per input length, so repeated calls at one L cost two FFTs per channel;
+///   padded spectrum is cached per input length, so repeated calls at one L cost two FFTs per channel.
+///   From a state it also returns the final state x_{L-1} = Abar^L x0 + sum_k Abar^k Bbar u_{L-1-k} and
+///   adds the free response 2 Re(C Abar^{t+1} x0), both by blocked sums of powers of the real 2M x 2M
+///   matrix of Abar (kernels/state_sums.hpp);
 /// - recurrence: `step` (one time step of all channels, O(N rank) each, no allocation) and
-///   `forward_recurrent` (a whole L x H sequence from a caller-owned `State`, leaving the final state in it).
+///   `forward(u, state, Mode::recurrence)` (a whole L x H sequence from a caller-owned `State`).
 ///
 /// Example:
 /// \code
 ///   std::mt19937_64 gen(0);
-///   ssm::S4<float> layer(ssm::S4<float>::hippo_init(64, 64, ssm::hippo::Measure::legs, 1e-3, 1e-1, gen));
+///   auto layer = ssm::S4<float>::initialise(64, 64, ssm::hippo::Measure::legs, gen);
 ///   ssm::Sequence<float> y = layer.forward(u);           // u: L x 64, convolution mode
 ///   auto state = layer.initial_state();
-///   ssm::Sequence<float> y2 = layer.forward_recurrent(u, state);  // same y; state = x_L for streaming on
+///   ssm::Sequence<float> y2 = layer.forward(u, state);   // same y; state = x_L for streaming on
 ///   Eigen::VectorXf out(64);
-///   layer.step(next_input, state, out);                          // one more sample
+///   layer.step(next_input, state, out);                  // one more sample
 /// \endcode
 ///
 /// Loading a state-spaces/s4 checkpoint: its SSMKernelDPLR stores C_tilde = C (I - Abar^{l_kernel}) in the
@@ -37,15 +40,19 @@
 /// \endcode
 
 #include "ssm/core/causal_convolution.hpp"
+#include "ssm/core/complex_arith.hpp"
 #include "ssm/core/error.hpp"
+#include "ssm/core/layer.hpp"
+#include "ssm/core/parallel.hpp"
+#include "ssm/core/spectrum_cache.hpp"
 #include "ssm/core/types.hpp"
 #include "ssm/discretize.hpp"
 #include "ssm/hippo.hpp"
 #include "ssm/kernels/cauchy.hpp"
+#include "ssm/kernels/state_sums.hpp"
 
 #include <algorithm>
 #include <cmath>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -66,7 +73,7 @@ struct S4Params {
   /// Longest kernel the convolution mode uses, as the reference's FFTConv built with l_max: `forward` on an
   /// input of length L convolves with K[0 .. Lk) for Lk = min(L, kernel_length) and zero beyond (so the
   /// response to an impulse stops after Lk samples). 0 (the default) means unlimited: Lk = L. Only the
-  /// convolution mode is truncated: the recurrence (`step`, `forward_recurrent`) runs the full system and
+  /// convolution mode is truncated: the recurrence (`step`, `forward(u, state)`) runs the full system and
   /// agrees with `forward` only when L <= kernel_length (or kernel_length = 0). >= 0.
   Index kernel_length = 0;
 
@@ -75,6 +82,20 @@ struct S4Params {
   Index rank() const { return Index(P.size()); }
   /// dt = exp(log_dt), H entries.
   VectorX<T> dt() const { return log_dt.array().exp().matrix(); }
+
+  /// The same parameters in scalar U (each value rounded to U).
+  template <class U>
+  S4Params<U> cast() const {
+    S4Params<U> out;
+    out.Lambda = Lambda.template cast<std::complex<U>>();
+    for (const auto& p : P) out.P.push_back(p.template cast<std::complex<U>>());
+    out.B = B.template cast<std::complex<U>>();
+    out.C = C.template cast<std::complex<U>>();
+    out.D = D.template cast<U>();
+    out.log_dt = log_dt.template cast<U>();
+    out.kernel_length = kernel_length;
+    return out;
+  }
 };
 
 /// An S4 layer over scalar T (float or double). Immutable after construction: the derived quantities
@@ -85,6 +106,7 @@ class S4 {
   static_assert(is_supported_scalar_v<T>, "T must be float or double");
 
  public:
+  using Scalar = T;
   using Params = S4Params<T>;
 
   /// Recurrent state of one stream: the M complex modes of every channel, x.col(h) for channel h
@@ -92,6 +114,8 @@ class S4 {
   struct State {
     MatrixXc<T> x;       ///< M x H
     VectorX<T> scratch;  ///< 2 rank reals
+    /// Back to the zero state (keeps the memory).
+    void reset() { x.setZero(); }
   };
 
   /// Validates `params` (shapes H x M, rank >= 1, Re(Lambda) < 0, finite, D and log_dt with H entries)
@@ -116,11 +140,13 @@ class S4 {
 
   /// An S4 layer initialised from HiPPO: Lambda, P, B from the NPLR form of `measure` (B clipped as the
   /// reference), the same for every channel; dt log-uniform in [dt_min, dt_max]; C complex standard normal
-  /// scaled by 1/sqrt2 per part (unit variance); D standard normal. Deterministic given `gen`.
-  /// The reference bounds Re(Lambda) <= -1e-4 (FouT has Re = 0), and so does this.
-  static Params hippo_init(Index H, Index N, hippo::Measure measure, double dt_min, double dt_max,
-                           std::mt19937_64& gen, Index rank = 0) {
-    check(H >= 1, "S4::hippo_init", "H", ">= 1", ssm::detail::concat(H));
+  /// scaled by 1/sqrt2 per part (unit variance); D standard normal. Deterministic given `gen`, which is drawn
+  /// from in this order: H values for dt, then C (real and imaginary part of each entry, mode by mode, channel
+  /// by channel), then D. The reference bounds Re(Lambda) <= -1e-4 (FouT has Re = 0), and so does this.
+  /// rank 0 takes the measure's own rank (`hippo::nplr`).
+  static S4 initialise(Index H, Index N, hippo::Measure measure, std::mt19937_64& gen, double dt_min = 1e-3,
+                       double dt_max = 1e-1, Index rank = 0) {
+    check(H >= 1, "S4::initialise", "H", ">= 1", ssm::detail::concat(H));
     const hippo::NPLR form = hippo::nplr(measure, N, rank);
     const Index M = N / 2, r = form.P.rows();
     Params p;
@@ -143,7 +169,7 @@ class S4 {
         p.C(h, n) = Complex<T>(T(normal(gen) / std::sqrt(2.0)), T(normal(gen) / std::sqrt(2.0)));
     p.D.resize(H);
     for (Index h = 0; h < H; ++h) p.D(h) = T(normal(gen));
-    return p;
+    return S4(std::move(p));
   }
 
   /// The true C from a reference checkpoint's C_tilde, H x M: `p.C` holds C_tilde = C (I - Abar^L) for
@@ -198,29 +224,25 @@ class S4 {
   }
 
   /// The padded spectrum `forward` uses for inputs of length L: of kernel(convolution_length(L)), zero
-  /// beyond. Computed once per L and cached (keyed by L alone: kernel_length is fixed for the layer).
+  /// beyond. Made once per L and kept in `spectrum_cache()` (shared by copies of the layer; keyed by L alone:
+  /// kernel_length is fixed for the layer). An entry holds (n/2 + 1) x H complex values, n the FFT size
+  /// >= 2L: 33.5 MB at H = 256, L = 16384 in float.
   std::shared_ptr<const KernelSpectrum<T>> kernel_spectrum(Index L) const {
     check(L >= 1, "S4::kernel_spectrum", "L", ">= 1", ssm::detail::concat(L));
-    {
-      std::lock_guard<std::mutex> lock(cache_->mutex);
-      auto it = cache_->spectra.find(L);
-      if (it != cache_->spectra.end()) return it->second;
-    }
-    auto made = std::make_shared<const KernelSpectrum<T>>(make_kernel_spectrum<T>(kernel(convolution_length(L)), L));
-    std::lock_guard<std::mutex> lock(cache_->mutex);
-    return cache_->spectra.emplace(L, made).first->second;
+    return cache_->spectra.get_or_make(L, [&] { return make_kernel_spectrum<T>(kernel(convolution_length(L)), L); });
   }
+
+  /// The per-length spectrum cache: bounded by a byte budget (`SpectrumCache::default_budget` unless set),
+  /// least recently used lengths evicted first; `clear()`, `bytes()`, `set_budget()`. (The layer also keeps,
+  /// once made, the double discrete system and the state-sum powers: 2 (2M)^2 + O(M rank) doubles per channel.)
+  SpectrumCache<T>& spectrum_cache() const { return cache_->spectra; }
 
   /// Convolution mode from the zero state: u is L x H (rows time), returns y = K * u + D u, L x H, with K the
   /// kernel truncated to convolution_length(L) taps (all L unless `S4Params::kernel_length` limits it).
-  template <class Derived>
-  Sequence<T> forward(const Eigen::MatrixBase<Derived>& u) const {
-    static_assert(std::is_same_v<typename Derived::Scalar, T>, "u must hold the layer's scalar type");
+  Sequence<T> forward(const Eigen::Ref<const Sequence<T>>& u) const {
     check(u.cols() == channels() && u.rows() >= 1, "S4::forward", "u",
           ssm::detail::concat("L x ", channels(), " (L >= 1, one column per channel)"), shape_string(u.rows(), u.cols()));
-    Sequence<T> y = causal_convolution(u, *kernel_spectrum(u.rows()));
-    y += u * params_.D.asDiagonal();
-    return y;
+    return convolve(u);
   }
 
   /// A zero state for one stream.
@@ -231,33 +253,45 @@ class S4 {
     return s;
   }
 
-  /// Recurrent mode over a whole sequence: starting from `state`, runs the L steps of u (L x H) and returns
-  /// y (L x H); `state` then holds x_L, so a sequence cut into chunks gives the same outputs and final
-  /// state as one pass. Channels run in parallel with OpenMP.
-  template <class Derived>
-  Sequence<T> forward_recurrent(const Eigen::MatrixBase<Derived>& u, State& state) const {
-    static_assert(std::is_same_v<typename Derived::Scalar, T>, "u must hold the layer's scalar type");
-    check(u.cols() == channels(), "S4::forward_recurrent", "u", ssm::detail::concat("L x ", channels(), " (one column per channel)"),
+  /// The mode `forward(u, state)` runs for L steps when asked for `Mode::automatic`: the convolution from
+  /// L = 4096 on (the measured crossover with a cached kernel, bench/RESULTS.md), the recurrence below it,
+  /// and always the recurrence when `kernel_length` would truncate the convolution.
+  Mode preferred_mode(Index L) const {
+    return L >= 4096 && convolution_length(L) == L ? Mode::convolution : Mode::recurrence;
+  }
+
+  /// A whole sequence from `state` (x_{-1}): runs the L steps of u (L x H), returns y (L x H) and leaves x_{L-1}
+  /// in `state`, so a sequence cut into chunks gives the same outputs and final state as one pass. Both modes
+  /// give the same y and state up to rounding:
+  /// - recurrence: `step` after `step`, channels in parallel with OpenMP;
+  /// - convolution: y = K * u + D u + 2 Re(C Abar^{t+1} x0), x_{L-1} = Abar^L x0 + sum_k Abar^k Bbar u_{L-1-k},
+  ///   the last two in double by blocked powers of Abar (its real 2M x 2M matrix and Abar^64 are made once
+  ///   per layer on first use: 2 (2M)^2 doubles per channel). Needs the untruncated kernel: with
+  ///   kernel_length < L it throws.
+  Sequence<T> forward(const Eigen::Ref<const Sequence<T>>& u, State& state, Mode mode = Mode::automatic) const {
+    const char* where = "S4::forward";
+    check(u.cols() == channels(), where, "u", ssm::detail::concat("L x ", channels(), " (one column per channel)"),
           shape_string(u.rows(), u.cols()));
-    check_state(state, "S4::forward_recurrent");
-    const Index L = u.rows(), H = channels();
-    Sequence<T> y(L, H);
-#if defined(_OPENMP)
-#pragma omp parallel if (H > 1 && L * modes() * H > 65536)
-#endif
-    {
-      std::vector<T> scratch(static_cast<std::size_t>(2 * rank()));
-#if defined(_OPENMP)
-#pragma omp for schedule(static)
-#endif
-      for (Index h = 0; h < H; ++h) {
-        Complex<T>* x = state.x.col(h).data();
-        for (Index t = 0; t < L; ++t) {
-          const T ut = u(t, h);
-          discrete_.step(h, x, ut, scratch.data());
-          y(t, h) = output(h, x) + params_.D(h) * ut;
-        }
+    check_state(state, where);
+    const Index L = u.rows(), H = channels(), M = modes();
+    if (mode == Mode::automatic) mode = preferred_mode(L);
+    if (mode == Mode::recurrence || L == 0) return run_recurrence(u, state);
+    check(convolution_length(L) == L, where, "mode",
+          ssm::detail::concat("the recurrence for L > kernel_length = ", params_.kernel_length,
+                              " (a truncated kernel has no state)"),
+          ssm::detail::concat("convolution with L = ", L));
+    Sequence<T> y = convolve(u);
+    const std::vector<ChannelPowers>& powers = channel_powers();
+    VectorX<double> x0(2 * M);
+    for (Index h = 0; h < H; ++h) {
+      const ChannelPowers& cp = powers[std::size_t(h)];
+      for (Index n = 0; n < M; ++n) {
+        x0(n) = double(state.x(n, h).real());
+        x0(M + n) = double(state.x(n, h).imag());
       }
+      if (!x0.isZero(0)) cp.powers.free_response(cp.c, x0, L, y.col(h).data(), 1);
+      const VectorX<double> x = cp.powers.final_state(cp.b, u.col(h).data(), 1, L, x0);
+      for (Index n = 0; n < M; ++n) state.x(n, h) = Complex<T>(T(x(n)), T(x(M + n)));
     }
     return y;
   }
@@ -280,11 +314,81 @@ class S4 {
   }
 
  private:
-  struct Cache {
-    std::mutex mutex;
-    std::map<Index, std::shared_ptr<const KernelSpectrum<T>>> spectra;
-    std::shared_ptr<const DPLRDiscrete<double>> discrete_double;
+  /// What the convolution mode needs for states, per channel, in the real coordinates [Re x; Im x]:
+  /// the powers of Abar's 2M x 2M matrix, Bbar, and the output row c with y = c x = 2 Re(C x).
+  struct ChannelPowers {
+    kernels::DenseBlockPowers powers;
+    VectorX<double> b;      ///< 2M: [Re Bbar; Im Bbar]
+    Eigen::RowVectorXd c;   ///< 2M: [2 Re C, -2 Im C]
   };
+
+  struct Cache {
+    std::mutex mutex;  // guards the two lazily made members below (the spectra have their own lock)
+    SpectrumCache<T> spectra;
+    std::shared_ptr<const DPLRDiscrete<double>> discrete_double;
+    std::shared_ptr<const std::vector<ChannelPowers>> powers;
+  };
+
+  /// y = K * u + D u with the cached spectrum for u's length.
+  Sequence<T> convolve(const Eigen::Ref<const Sequence<T>>& u) const {
+    Sequence<T> y = causal_convolution(u, *kernel_spectrum(u.rows()));
+    y.noalias() += u * params_.D.asDiagonal();
+    return y;
+  }
+
+  /// The recurrence over u from `state`, channels in parallel.
+  Sequence<T> run_recurrence(const Eigen::Ref<const Sequence<T>>& u, State& state) const {
+    const Index L = u.rows(), H = channels();
+    Sequence<T> y(L, H);
+    const int team = detail::team_size(L * modes() * H > 65536, H);
+    detail::PerThread<VectorX<T>> scratch(team, [&] { return VectorX<T>(2 * rank()); });
+#if defined(_OPENMP)
+#pragma omp parallel num_threads(team) if (team > 1)
+#endif
+    {
+      T* s = scratch.local().data();
+#if defined(_OPENMP)
+#pragma omp for schedule(static)
+#endif
+      for (Index h = 0; h < H; ++h) {  // nothing here allocates or throws
+        Complex<T>* x = state.x.col(h).data();
+        for (Index t = 0; t < L; ++t) {
+          const T ut = u(t, h);
+          discrete_.step(h, x, ut, s);
+          y(t, h) = output(h, x) + params_.D(h) * ut;
+        }
+      }
+    }
+    return y;
+  }
+
+  /// The per-channel powers of the convolution mode's states, made on first use (under the cache's lock).
+  const std::vector<ChannelPowers>& channel_powers() const {
+    const DPLRDiscrete<double>& d = discrete_double();
+    std::lock_guard<std::mutex> lock(cache_->mutex);
+    if (!cache_->powers) {
+      const Index H = channels(), M = modes();
+      std::vector<ChannelPowers> all;
+      all.reserve(std::size_t(H));
+      std::vector<Complex<double>> x(static_cast<std::size_t>(M));
+      std::vector<double> scratch(static_cast<std::size_t>(2 * rank()));
+      for (Index h = 0; h < H; ++h) {
+        std::fill(x.begin(), x.end(), Complex<double>(0));
+        d.step(h, x.data(), 1.0, scratch.data());  // Bbar: one step of a unit input from zero
+        VectorX<double> b(2 * M);
+        Eigen::RowVectorXd c(2 * M);
+        for (Index n = 0; n < M; ++n) {
+          b(n) = x[std::size_t(n)].real();
+          b(M + n) = x[std::size_t(n)].imag();
+          c(n) = 2.0 * double(params_.C(h, n).real());
+          c(M + n) = -2.0 * double(params_.C(h, n).imag());
+        }
+        all.push_back(ChannelPowers{kernels::DenseBlockPowers(dplr_transition_real(d, h)), std::move(b), std::move(c)});
+      }
+      cache_->powers = std::make_shared<const std::vector<ChannelPowers>>(std::move(all));
+    }
+    return *cache_->powers;
+  }
 
   void check_state(const State& state, const char* where) const {
     check_shape(state.x, modes(), channels(), where, "state.x", "M x H (from initial_state())");
@@ -295,11 +399,11 @@ class S4 {
   T output(Index h, const Complex<T>* x) const {
     const Complex<T>* c = C_by_channel_.col(h).data();
     T acc = 0;
-    for (Index n = 0; n < modes(); ++n) acc += c[n].real() * x[n].real() - c[n].imag() * x[n].imag();
+    for (Index n = 0; n < modes(); ++n) acc += re_mul(c[n], x[n]);
     return 2 * acc;
   }
 
-  /// The discrete system in double (for C_tilde), made on first use.
+  /// The discrete system in double (for C_tilde and the convolution mode's states), made on first use.
   const DPLRDiscrete<double>& discrete_double() const {
     std::lock_guard<std::mutex> lock(cache_->mutex);
     if (!cache_->discrete_double) {

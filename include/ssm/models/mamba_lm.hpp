@@ -59,6 +59,11 @@
 /// \code
 ///   auto lm = ssm::MambaLM<float>::load("checkpoints/mamba-130m");
 ///   std::vector<std::int64_t> next = lm.generate({510, 3158, 8516}, 20);   // greedy
+///   // or by hand, in the words of every layer (core/layer.hpp):
+///   auto state = lm.initial_state();
+///   ssm::MatrixX<float> prompt_logits = lm.forward({510, 3158, 8516}, state);   // L x vocab
+///   ssm::VectorX<float> logits(lm.vocab_size());
+///   lm.step(next[0], state, logits);                                            // allocation-free
 /// \endcode
 
 #include "ssm/core/error.hpp"
@@ -210,7 +215,11 @@ class MambaLM {
   struct State {
     std::vector<typename Mamba<Scalar>::State> layers;
     VectorX<Scalar> hidden, residual, normed;  ///< Scratch, d_model.
-    VectorX<Scalar> logits;                    ///< The last step's logits, vocab.
+
+    /// Back to the start of a stream (every layer's zero state), keeping the memory.
+    void reset() {
+      for (auto& l : layers) l.reset();
+    }
   };
 
   /// Assembles a model from its parts. lm_head empty means tied to the embedding.
@@ -321,7 +330,6 @@ class MambaLM {
     s.hidden.resize(config_.d_model);
     s.residual.resize(config_.d_model);
     s.normed.resize(config_.d_model);
-    s.logits.resize(vocab_size());
     return s;
   }
 
@@ -332,8 +340,7 @@ class MambaLM {
   }
 
   /// Logits (L x vocab) of `tokens` starting from `state`, left as the state after the last token
-  /// (chunked prefill continues exactly; `step` continues from it). `state.logits` is set to the
-  /// last row when tokens is not empty.
+  /// (chunked prefill continues exactly; `step` continues from it).
   MatrixX<Scalar> forward(const std::vector<Token>& tokens, State& state) const {
     check_tokens(tokens, "MambaLM::forward");
     check_state(state, "MambaLM::forward");
@@ -346,27 +353,25 @@ class MambaLM {
       h = layers_[i].mixer.forward(rms_norm_rows(residual, layers_[i].norm_weight), state.layers[i]);
     }
     residual += h;
-    MatrixX<Scalar> logits = rms_norm_rows(residual, norm_f_) * lm_head().transpose();
-    if (L > 0) state.logits = logits.row(L - 1).transpose();
-    return logits;
+    return rms_norm_rows(residual, norm_f_) * lm_head().transpose();
   }
 
-  /// One token: advances `state` and returns the next-token logits (vocab), a reference to
-  /// `state.logits`. Allocates nothing.
-  const VectorX<Scalar>& step(Token token, State& state) const {
+  /// One token: advances `state` and writes the next-token logits into `logits` (vocab; contiguous,
+  /// so that the head's product needs no temporary). Allocates nothing.
+  void step(Token token, State& state, Eigen::Ref<VectorX<Scalar>> logits) const {
     check_token(token, "MambaLM::step");
     check_state(state, "MambaLM::step");
+    check_size(logits, vocab_size(), "MambaLM::step", "logits", "vocab");
     state.hidden = embedding_.row(token).transpose();
     for (std::size_t i = 0; i < layers_.size(); ++i) {
       if (i == 0) state.residual = state.hidden;
       else state.residual += state.hidden;
       rms_norm(state.residual, layers_[i].norm_weight, state.normed);
-      state.hidden = layers_[i].mixer.step(state.normed, state.layers[i]);
+      layers_[i].mixer.step(state.normed, state.layers[i], state.hidden);
     }
     state.residual += state.hidden;
     rms_norm(state.residual, norm_f_, state.normed);
-    state.logits.noalias() = lm_head() * state.normed;
-    return state.logits;
+    logits.noalias() = lm_head() * state.normed;
   }
 
   /// Greedy decoding: the prompt is run through `forward` (one pass), then `n_new` tokens are each
@@ -375,14 +380,14 @@ class MambaLM {
     check(!prompt.empty(), "MambaLM::generate", "prompt", "at least one token", "none");
     check(n_new >= 0, "MambaLM::generate", "n_new", "a count >= 0", detail::concat(n_new));
     State state = initial_state();
-    forward(prompt, state);
+    VectorX<Scalar> logits = forward(prompt, state).row(Index(prompt.size()) - 1).transpose();
     std::vector<Token> out;
     out.reserve(std::size_t(n_new));
     for (Index k = 0; k < n_new; ++k) {
       Index best = 0;
-      state.logits.maxCoeff(&best);
+      logits.maxCoeff(&best);
       out.push_back(Token(best));
-      if (k + 1 < n_new) step(Token(best), state);
+      if (k + 1 < n_new) step(Token(best), state, logits);
     }
     return out;
   }
@@ -415,8 +420,7 @@ class MambaLM {
 
   void check_state(const State& s, const char* where) const {
     const bool ok = s.layers.size() == layers_.size() && s.hidden.size() == config_.d_model &&
-                    s.residual.size() == config_.d_model && s.normed.size() == config_.d_model &&
-                    s.logits.size() == vocab_size();
+                    s.residual.size() == config_.d_model && s.normed.size() == config_.d_model;
     if (!ok) check(false, where, "state", "a state from initial_state() of this model", "another shape");
   }
 
