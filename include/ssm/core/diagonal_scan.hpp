@@ -155,7 +155,7 @@ void scan_chunked(const std::complex<T>* a, Index lda, std::complex<T>* x, Index
     for (Index m = 0; m < M; ++m) {
       if (Varying) {
         std::complex<wider_t<T>> prod(1, 0);  // n products, each rounded in the wider type
-        for (Index t = t0; t < t1; ++t) prod *= std::complex<wider_t<T>>(a[t + m * lda]);
+        for (Index t = t0; t < t1; ++t) prod = ssm::cmul(prod, std::complex<wider_t<T>>(a[t + m * lda]));
         A[m] = std::complex<T>(prod);
       } else {
         A[m] = power(a[m], t1 - t0);
@@ -166,7 +166,7 @@ void scan_chunked(const std::complex<T>* a, Index lda, std::complex<T>* x, Index
   for (Index m = 0; m < M; ++m) {
     std::complex<T> carry = state[m];
     for (Index p = 0; p < P; ++p) {
-      const std::complex<T> next = transition[std::size_t(p * M + m)] * carry + local[std::size_t(p * M + m)];
+      const std::complex<T> next = ssm::cmuladd(transition[std::size_t(p * M + m)], carry, local[std::size_t(p * M + m)]);
       local[std::size_t(p * M + m)] = carry;
       carry = next;
     }

@@ -1,7 +1,7 @@
 #pragma once
 /// \file layer.hpp
-/// The one shape every layer of ssm has (S4, S4D, LRU, Mamba, Mamba-2, the S4 block), so that learning
-/// one teaches all. For a layer `X` over the real scalar `T` (float or double), with `u` an L x H
+/// The one shape every layer of ssm has (S4, S4D, LRU, Mamba, Mamba-2; new layers such as the S4 block follow
+/// it too), so that learning one teaches all. For a layer `X` over the real scalar `T` (float or double), with `u` an L x H
 /// sequence (rows are time steps, H = `channels()`):
 ///
 ///     X::Params                 the parameters in their physical meaning; Params::cast<U>() converts them
@@ -67,6 +67,10 @@ struct has_layer_surface<
                    decltype(std::declval<const X&>().step(std::declval<const VectorX<typename X::Scalar>&>(),
                                                           std::declval<typename X::State&>(),
                                                           std::declval<VectorX<typename X::Scalar>&>())),
+                   // step on strided rows of a sequence, in place
+                   decltype(std::declval<const X&>().step(
+                       std::declval<Sequence<typename X::Scalar>&>().row(0).transpose(), std::declval<typename X::State&>(),
+                       std::declval<Sequence<typename X::Scalar>&>().row(0).transpose())),
                    decltype(&X::initialise)>>
     : std::bool_constant<
           std::is_same_v<decltype(std::declval<const X&>().initial_state()), typename X::State> &&

@@ -14,7 +14,7 @@
 ///  - 16 (baseline, SSE2) and 32 (AVX2 + FMA): the state update with GCC / Clang generic vectors
 ///    (their auto-vectorisers leave exp's selects as branches);
 ///  - 0 (AVX-512): plain loops, which GCC vectorises fully; and for fp32 with B and C shared by the
-///    lanes, the hand-written intrinsics of selective_scan_avx512.hpp (exp by vscalefps, softplus
+///    lanes, the hand-written intrinsics of scan_avx512.hpp (exp by vscalefps, softplus
 ///    and the gate on whole registers).
 /// Everything that differs between the instruction sets is in the three hooks `lane_deltas`,
 /// `lane_outputs` and `lane_block`; the rest of the kernel is shared. It allocates nothing (its
@@ -30,7 +30,7 @@
 // time (scan_dispatch.hpp); SSM_NO_RUNTIME_DISPATCH turns this off.
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(SSM_NO_RUNTIME_DISPATCH)
 #define SSM_SCAN_DISPATCH 1
-#include "ssm/layers/selective_scan_avx512.hpp"
+#include "ssm/detail/scan_avx512.hpp"
 #endif
 
 #if defined(SSM_SCAN_VECTOR_EXT) && defined(__GNUC__) && !defined(__clang__)
@@ -87,7 +87,7 @@ inline constexpr Index kLaneStackStates = 64;
 
 // ---- The per-instruction-set hooks -------------------------------------------------------------
 
-/// True in the AVX-512 build (VB = 0) for fp32: the intrinsics of selective_scan_avx512.hpp.
+/// True in the AVX-512 build (VB = 0) for fp32: the intrinsics of scan_avx512.hpp.
 template <class Scalar, int VB>
 inline constexpr bool kAvx512Intrinsics =
 #ifdef SSM_SCAN_DISPATCH

@@ -31,7 +31,7 @@
 ///   std::mt19937_64 gen(0);
 ///   auto lru = ssm::LinearRecurrentUnit<double>::initialise(64, 128, gen, 0.9, 0.999);
 ///   auto state = lru.initial_state();
-///   ssm::Sequence<double> y = lru.forward(u, state);             // u: L x 64; state is now x_L
+///   ssm::Sequence<double> y = lru.forward(u, state);             // u: L x 64; state is now x_{L-1}
 ///   ssm::Sequence<double> y2 = lru.forward(u, state2, ssm::Mode::convolution);  // the same y and state
 /// \endcode
 
@@ -273,11 +273,12 @@ class LinearRecurrentUnit {
   }
 
   /// Convolution mode from the zero state: the same y as the recurrence from `initial_state()`.
-  /// u is L x H (L >= 1).
+  /// u is L x H (L >= 0).
   Sequence<T> forward(const Eigen::Ref<const Sequence<T>>& u) const {
     const char* where = "LinearRecurrentUnit::forward";
-    check(u.rows() >= 1 && u.cols() == channels(), where, "u",
-          detail::concat("L x ", channels(), " (L x H) with L >= 1"), shape_string(u.rows(), u.cols()));
+    check(u.cols() == channels(), where, "u", detail::concat("L x ", channels(), " (L x H)"),
+          shape_string(u.rows(), u.cols()));
+    if (u.rows() == 0) return Sequence<T>(0, channels());
     const Index L = u.rows(), H = channels(), N = state_size();
     const auto spectra = kernel_spectrum(L);  // (bins x 2N): [Re lambda^l | Im lambda^l], scaled by 1/n
     const Index n = spectra->fft_size, bins = n / 2 + 1;

@@ -352,7 +352,9 @@ class Mamba2 {
     check(c.d_model >= 1, where, "config.d_model", "a size >= 1", concat(c.d_model));
     check(c.d_state >= 1, where, "config.d_state", "a size >= 1", concat(c.d_state));
     check(c.d_conv >= 1, where, "config.d_conv", "a size >= 1", concat(c.d_conv));
-    check(c.expand >= 1, where, "config.expand", "a factor >= 1", concat(c.expand));
+    check(c.expand >= 1 && c.expand <= Index(1) << 20 && c.d_model <= (Index(1) << 40) / c.expand, where,
+          "config.expand", concat("a factor >= 1 with expand d_model <= 2^40 (d_model ", c.d_model, ")"),
+          concat(c.expand));
     check(c.headdim >= 1, where, "config.headdim", "a size >= 1", concat(c.headdim));
     check(c.ngroups >= 1, where, "config.ngroups", "a count >= 1", concat(c.ngroups));
     const Index di = c.d_inner(), ds = c.ssm_channels();
@@ -411,13 +413,13 @@ class Mamba2 {
         T ms = 0;
         for (Index j = g * gs; j < (g + 1) * gs; ++j) {
           T v = y(0, j);
-          if (!c.norm_before_gate) y(0, j) = v = v * detail::ssd::silu(z(0, j));
+          if (!c.norm_before_gate) y(0, j) = v = v * silu(z(0, j));
           ms += v * v;
         }
         const T r = T(1) / std::sqrt(ms / T(gs) + eps);
         for (Index j = g * gs; j < (g + 1) * gs; ++j) {
           T v = y(0, j) * r * p_.norm_weight[j];
-          if (c.norm_before_gate) v *= detail::ssd::silu(z(0, j));
+          if (c.norm_before_gate) v *= silu(z(0, j));
           y(0, j) = v;
         }
       } else {

@@ -24,7 +24,7 @@
 ///   auto layer = ssm::S4<float>::initialise(64, 64, ssm::hippo::Measure::legs, gen);
 ///   ssm::Sequence<float> y = layer.forward(u);           // u: L x 64, convolution mode
 ///   auto state = layer.initial_state();
-///   ssm::Sequence<float> y2 = layer.forward(u, state);   // same y; state = x_L for streaming on
+///   ssm::Sequence<float> y2 = layer.forward(u, state);   // same y; state is now x_{L-1}: stream on from it
 ///   Eigen::VectorXf out(64);
 ///   layer.step(next_input, state, out);                  // one more sample
 /// \endcode
@@ -240,8 +240,9 @@ class S4 {
   /// Convolution mode from the zero state: u is L x H (rows time), returns y = K * u + D u, L x H, with K the
   /// kernel truncated to convolution_length(L) taps (all L unless `S4Params::kernel_length` limits it).
   Sequence<T> forward(const Eigen::Ref<const Sequence<T>>& u) const {
-    check(u.cols() == channels() && u.rows() >= 1, "S4::forward", "u",
-          ssm::detail::concat("L x ", channels(), " (L >= 1, one column per channel)"), shape_string(u.rows(), u.cols()));
+    check(u.cols() == channels(), "S4::forward", "u",
+          ssm::detail::concat("L x ", channels(), " (one column per channel)"), shape_string(u.rows(), u.cols()));
+    if (u.rows() == 0) return Sequence<T>(0, channels());
     return convolve(u);
   }
 

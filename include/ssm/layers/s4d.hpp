@@ -36,7 +36,7 @@
 ///   auto layer = ssm::S4D<float>::initialise(64, 64, ssm::hippo::DiagonalInit::inv, ssm::Discretization::zoh, gen);
 ///   ssm::Sequence<float> y = layer.forward(u);                 // u: L x 64, convolution mode
 ///   auto state = layer.initial_state();
-///   ssm::Sequence<float> y2 = layer.forward(u, state);          // same y; state is now x_L
+///   ssm::Sequence<float> y2 = layer.forward(u, state);          // same y; state is now x_{L-1}
 ///   Eigen::VectorXf out(64);
 ///   layer.step(next_sample, state, out);                        // streaming, one step
 /// \endcode
@@ -216,11 +216,12 @@ class S4D {
   /// least recently used lengths evicted first; `clear()`, `bytes()`, `set_budget()`.
   SpectrumCache<T>& spectrum_cache() const { return *spectra_; }
 
-  /// Convolution mode from the zero state: y = K * u + D .* u. u is L x H (L >= 1); returns L x H. K has
+  /// Convolution mode from the zero state: y = K * u + D .* u. u is L x H (L >= 0); returns L x H. K has
   /// convolution_length(L) taps (all L unless `S4DParams::kernel_length` limits it).
   Sequence<T> forward(const Eigen::Ref<const Sequence<T>>& u) const {
-    check(u.rows() >= 1 && u.cols() == channels(), "S4D::forward", "u",
-          detail::concat("L x ", channels(), " (L x H) with L >= 1"), shape_string(u.rows(), u.cols()));
+    check(u.cols() == channels(), "S4D::forward", "u", detail::concat("L x ", channels(), " (L x H)"),
+          shape_string(u.rows(), u.cols()));
+    if (u.rows() == 0) return Sequence<T>(0, channels());
     return convolve(u);
   }
 

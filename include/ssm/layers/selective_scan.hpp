@@ -35,7 +35,7 @@
 /// (detail/fast_math.hpp, exp < 3 ulp). On x86-64 with GCC or Clang the kernel is compiled for the
 /// baseline, AVX2 + FMA and AVX-512 and chosen at run time (detail/scan_dispatch.hpp); the AVX-512
 /// build runs fp32 with lane-shared B and C (Mamba's case) through hand-written intrinsics
-/// (selective_scan_avx512.hpp). Measured with GCC 12, fp32, D = 1536, N = 16, L = 2048, one thread of
+/// (scan_avx512.hpp). Measured with GCC 12, fp32, D = 1536, N = 16, L = 2048, one thread of
 /// an AMD EPYC (Zen 5) VM: 0.34 ns per channel x state x step with the AVX-512 intrinsics (0.45 ns
 /// auto-vectorised), 1.9 ns AVX2, 4.5 ns SSE2. Lane groups are spread across threads with OpenMP when
 /// `_OPENMP` is defined. Complex A runs one channel at a time (detail/complex_scan.hpp: Eigen's exp,
@@ -50,6 +50,7 @@
 ///   // r.out: L x D, r.last_state: D x N
 /// \endcode
 
+#include "ssm/core/activations.hpp"
 #include "ssm/core/error.hpp"
 #include "ssm/core/types.hpp"
 #include "ssm/detail/complex_scan.hpp"
@@ -63,18 +64,6 @@
 #include <type_traits>
 
 namespace ssm {
-
-/// softplus(v) = log(1 + exp(v)), and v for v > 20, exactly as PyTorch's F.softplus (beta 1, threshold 20).
-template <class Scalar>
-inline Scalar softplus(Scalar v) {
-  return v > Scalar(20) ? v : std::log1p(std::exp(v));
-}
-
-/// silu(v) = v * sigmoid(v) = v / (1 + exp(-v)).
-template <class Scalar>
-inline Scalar silu(Scalar v) {
-  return v / (Scalar(1) + std::exp(-v));
-}
 
 /// A read-only view of a matrix or vector that the caller owns: rows() x cols() elements of type E,
 /// element (i, j) at data()[i row_stride() + j col_stride()]. An empty view (size 0) means "not given".

@@ -53,6 +53,7 @@
 ///   auto r = scan.forward(x, dt, B, C);     // r.out: L x 1536, r.final_state: 1536 x 128
 /// \endcode
 
+#include "ssm/core/activations.hpp"
 #include "ssm/core/error.hpp"
 #include "ssm/core/types.hpp"
 
@@ -82,21 +83,6 @@ enum class SsdAlgorithm {
 /// time): Q 32: 28.8 ms, Q 64: 23.9 ms, Q 128: 25.5 ms, Q 256: 30.0 ms; the recurrence 103 ms.
 inline constexpr Index kSsdDefaultChunk = 64;
 
-namespace detail::ssd {
-
-/// softplus(v) = log(1 + e^v), v itself above 20 (PyTorch's threshold).
-template <class T>
-inline T softplus(T v) {
-  return v > T(20) ? v : std::log1p(std::exp(v));
-}
-
-/// silu(v) = v / (1 + e^-v).
-template <class T>
-inline T silu(T v) {
-  return v / (T(1) + std::exp(-v));
-}
-
-}  // namespace detail::ssd
 
 /// The per-head parameters and options of an SSD scan (what stays fixed across calls).
 template <class T>
@@ -166,6 +152,9 @@ class SsdScan {
     check(!(p_.dt_min > p_.dt_max) && !std::isnan(p_.dt_min) && !std::isnan(p_.dt_max), where, "dt_min, dt_max",
           "dt_min <= dt_max", concat(p_.dt_min, ", ", p_.dt_max));
     check_finite(p_.A, where, "A");
+    for (Index h = 0; h < H; ++h)
+      if (!(p_.A[h] <= 0))  // A = -exp(A_log) in the reference; a growing head would overflow the chunk exponents
+        check(false, where, "A", "rates <= 0 (decaying heads)", concat("A(", h, ") = ", p_.A[h]));
     lo_ = static_cast<T>(p_.dt_min);
     hi_ = static_cast<T>(p_.dt_max);
   }
@@ -184,7 +173,7 @@ class SsdScan {
   /// delta = clamp(softplus(dt + dt_bias)) for head h (the first line of the recurrence).
   T delta(T dt, Index h) const {
     T v = p_.dt_bias.size() ? dt + p_.dt_bias[h] : dt;
-    if (p_.dt_softplus) v = detail::ssd::softplus(v);
+    if (p_.dt_softplus) v = softplus(v);
     return std::min(std::max(v, lo_), hi_);
   }
 
@@ -236,7 +225,8 @@ class SsdScan {
 
   /// One step of the recurrence: x_t (H P), dt_t (H), B_t and C_t (G N), z_t (H P, or empty for no
   /// gate), the state ((H P) x N) updated in place, y_t (H P) written (it must not overlap x_t or z_t).
-  /// Allocates nothing.
+  /// Allocates nothing for contiguous vectors (a strided argument would be copied by Eigen::Ref: the
+  /// Mamba-2 layer's `step`, which takes strided rows, passes its own contiguous scratch).
   void step(const Eigen::Ref<const VectorX<T>>& x, const Eigen::Ref<const VectorX<T>>& dt,
             const Eigen::Ref<const VectorX<T>>& B, const Eigen::Ref<const VectorX<T>>& C,
             const Eigen::Ref<const VectorX<T>>& z, Eigen::Ref<MatrixX<T>> state, Eigen::Ref<VectorX<T>> y) const {
@@ -288,7 +278,7 @@ class SsdScan {
     if (p_.D.size() != 0)
       for (Index p = 0; p < P; ++p) y[p * sy] += skip(h, p) * x[p * sx];
     if (z)
-      for (Index p = 0; p < P; ++p) y[p * sy] *= detail::ssd::silu(z[p * sz]);
+      for (Index p = 0; p < P; ++p) y[p * sy] *= silu(z[p * sz]);
   }
 
   /// The recurrence over L steps, head by head (a head's P x N state stays in cache for all L steps).

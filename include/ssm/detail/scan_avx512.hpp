@@ -1,5 +1,5 @@
 #pragma once
-/// \file selective_scan_avx512.hpp
+/// \file scan_avx512.hpp
 /// The selective scan's hottest loop written with AVX-512 intrinsics: fp32, 16 channels in the
 /// lanes of one register, B and C shared by all lanes (Mamba's per-step and grouped B / C).
 ///
