@@ -17,7 +17,9 @@
 /// Thread safety of planning: FFTW's planner (plan creation and destruction) is not thread-safe. ssm
 /// calls fftw_make_planner_thread_safe() and fftwf_make_planner_thread_safe() once per process (FFTW's
 /// own lock, so planning is safe also against other code in the process that uses FFTW, and against
-/// other copies of these headers, e.g. in another shared library); it needs libfftw3_threads and
+/// other copies of these headers, e.g. in another shared library) during static initialisation, before
+/// main() runs (code that starts FFTW-planning threads from static constructors of its own must call
+/// fftw_make_planner_thread_safe() itself first); it needs libfftw3_threads and
 /// libfftw3f_threads, which the ssm::ssm CMake target links. Define SSM_FFTW_THREADS=0 to build without
 /// them (the CMake package does so when they are missing): ssm then only serialises its own planning, under
 /// the lock below, which protects its plan cache either way.
@@ -68,6 +70,11 @@ inline void make_planner_thread_safe() {
   (void)done;
 #endif
 }
+
+/// Runs make_planner_thread_safe() during static initialisation of every program that includes this
+/// header, so FFTW's planner lock is in place before main() starts threads that plan with raw FFTW calls
+/// (installing the lock while another thread is inside the planner would corrupt FFTW's state).
+inline const bool planner_thread_safe_at_startup = (make_planner_thread_safe(), true);
 
 inline Planning& planning_setting() {
   static Planning p = Planning::estimate;

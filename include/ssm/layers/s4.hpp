@@ -81,7 +81,9 @@ struct S4Params {
   Index modes() const { return Lambda.cols(); }
   Index rank() const { return Index(P.size()); }
   /// dt = exp(log_dt), H entries.
-  VectorX<T> dt() const { return log_dt.array().exp().matrix(); }
+  VectorX<T> dt() const {
+    return log_dt.unaryExpr([](T v) { return std::exp(v); });  // std::exp: underflow gives 0 on every ISA
+  }
 
   /// The same parameters in scalar U (each value rounded to U).
   template <class U>
@@ -191,7 +193,7 @@ class S4 {
     check(l_kernel >= 0, where, "l_kernel", ">= 0", ssm::detail::concat(l_kernel));
     LowRank<double> P;
     for (const auto& q : p.P) P.push_back(q.template cast<Complex<double>>());
-    const VectorX<double> dt = p.log_dt.template cast<double>().array().exp().matrix();
+    const VectorX<double> dt = p.log_dt.template cast<double>().unaryExpr([](double v) { return std::exp(v); });
     const DPLRDiscrete<double> d = discretize_dplr<double>(p.Lambda.template cast<Complex<double>>(), P,
                                                            p.B.template cast<Complex<double>>(), dt);
     return kernels::dplr_c_from_c_tilde<double>(d, p.C.template cast<Complex<double>>(), l_kernel, min_rcond)

@@ -80,7 +80,9 @@ struct S4DParams {
   Index channels() const { return Lambda.rows(); }
   Index modes() const { return Lambda.cols(); }
   /// dt = exp(log_dt), H entries.
-  VectorX<T> dt() const { return log_dt.array().exp().matrix(); }
+  VectorX<T> dt() const {
+    return log_dt.unaryExpr([](T v) { return std::exp(v); });  // std::exp: underflow gives 0 on every ISA
+  }
 
   /// The same parameters in scalar U (each value rounded to U).
   template <class U>
@@ -126,7 +128,7 @@ class S4D {
     check_finite(p_.C, where, "C");
     check_finite(p_.D, where, "D");
     check_finite(p_.log_dt, where, "log_dt");
-    const VectorX<double> dt = p_.log_dt.template cast<double>().array().exp().matrix();
+    const VectorX<double> dt = p_.log_dt.template cast<double>().unaryExpr([](double v) { return std::exp(v); });
     check_all_positive(dt, where, "exp(log_dt)");
     check(p_.kernel_length >= 0, where, "kernel_length", ">= 0 (0: unlimited)", detail::concat(p_.kernel_length));
     for (Index m = 0; m < M; ++m)
