@@ -275,7 +275,8 @@ TEST(MambaLM, LoadsHalfAndBfloat16Checkpoints) {
     const auto half = MambaLM<float>::load(half_dir.str());
     const auto full = MambaLM<float>::load(f32_dir.str());
     EXPECT_EQ(half.embedding(), full.embedding()) << dtype;
-    EXPECT_EQ(half.layers()[1].mixer.params().x_proj_weight, full.layers()[1].mixer.params().x_proj_weight);
+    EXPECT_EQ(std::get<Mamba<float>>(half.layers()[1].mixer).params().x_proj_weight,
+              std::get<Mamba<float>>(full.layers()[1].mixer).params().x_proj_weight);
     EXPECT_EQ(half.forward(ids), full.forward(ids)) << dtype;
     // Rounding the weights moved the logits, but not far.
     SSM_EXPECT_NEAR_REL(half.forward(ids), golden("mamba_lm", "logits").matrix<float>(), dtype == "F16" ? 1e-2 : 5e-2);
@@ -337,7 +338,7 @@ TEST(MambaLM, BadConfigIsNamed) {
       {with([](auto& j) { j["vocab_size"] = 0; }), {"vocab_size", ">= 1"}},
       {with([](auto& j) { j["ssm_cfg"]["d_state"] = 2.5; }), {"ssm_cfg.d_state", "2.5"}},
       {with([](auto& j) { j["ssm_cfg"]["dt_rank"] = "big"; }), {"ssm_cfg.dt_rank", "\"big\""}},
-      {with([](auto& j) { j["ssm_cfg"]["layer"] = "Mamba2"; }), {"ssm_cfg.layer", "Mamba2"}},
+      {with([](auto& j) { j["ssm_cfg"]["layer"] = "Mamba3"; }), {"ssm_cfg.layer", "Mamba3", "\"Mamba1\" or \"Mamba2\""}},
       {with([](auto& j) { j["rms_norm"] = false; }), {"rms_norm"}},
       {with([](auto& j) { j["norm_epsilon"] = -1; }), {"norm_epsilon"}},
       {with([](auto& j) { j["d_intermediate"] = 64; }), {"d_intermediate", "GatedMLP", "64"}},
@@ -402,12 +403,12 @@ TYPED_TEST(MambaLMTest, BiasesConvBiasAndFractionalExpandLoadAndStepEqualsForwar
     TempDir dir;
     write_checkpoint(dir.str(), tensors, config_text);
     const auto lm = MambaLM<T>::load(dir.str());
-    const MambaConfig& b = lm.layers()[1].mixer.config();
+    const MambaConfig& b = std::get<Mamba<T>>(lm.layers()[1].mixer).config();
     EXPECT_EQ(b.d_inner(), Index(b.expand * 20)) << ssm_cfg;  // int(expand d_model): 30, 40, 25
     EXPECT_EQ(lm.vocab_size(), 64);
     // Every tensor reached the block it belongs to.
     for (const auto& t : tensors) {
-      const auto& p = lm.layers()[1].mixer.params();
+      const auto& p = std::get<Mamba<T>>(lm.layers()[1].mixer).params();
       const auto values = [&] { return Eigen::Map<const VectorX<float>>(t.values.data(), Index(t.values.size())); };
       if (t.name == "backbone.layers.1.mixer.in_proj.bias") {
         EXPECT_EQ(p.in_proj_bias, values().template cast<T>());
@@ -419,8 +420,8 @@ TYPED_TEST(MambaLMTest, BiasesConvBiasAndFractionalExpandLoadAndStepEqualsForwar
         EXPECT_EQ(p.conv1d_bias, values().template cast<T>());
       }
     }
-    EXPECT_EQ(lm.layers()[0].mixer.params().in_proj_bias.size(), b.bias ? 2 * b.d_inner() : 0);
-    EXPECT_EQ(lm.layers()[0].mixer.params().conv1d_bias.size(), b.conv_bias ? b.d_inner() : 0);
+    EXPECT_EQ(std::get<Mamba<T>>(lm.layers()[0].mixer).params().in_proj_bias.size(), b.bias ? 2 * b.d_inner() : 0);
+    EXPECT_EQ(std::get<Mamba<T>>(lm.layers()[0].mixer).params().conv1d_bias.size(), b.conv_bias ? b.d_inner() : 0);
     const MatrixX<T> whole = lm.forward(ids);
     auto state = lm.initial_state();
     MatrixX<T> stepped(L, lm.vocab_size());

@@ -1,13 +1,14 @@
 #pragma once
 /// \file mamba_lm.hpp
 /// The Mamba language model (MambaLMHeadModel of state-spaces/mamba), loaded from a checkpoint
-/// directory holding model.safetensors and config.json in the reference's names.
+/// directory holding model.safetensors and config.json in the reference's names. One class serves
+/// both mixers: Mamba-1 (mamba.hpp) and Mamba-2 (mamba2.hpp), chosen by config.json's ssm_cfg.layer.
 ///
 /// For token ids t_0 .. t_{L-1}, with E the embedding (vocab x d_model):
 ///
 ///     h_0 = E[t]                                      L x d_model
 ///     layer i:  residual = h + residual  (h alone in layer 0)
-///               h = Mamba_i(RMSNorm_i(residual))
+///               h = Mixer_i(RMSNorm_i(residual))        Mamba or Mamba2
 ///     logits = RMSNorm_f(h + residual) W_head^T       L x vocab
 ///
 /// RMSNorm(x) = x / sqrt(mean(x^2) + eps) * weight, row by row, eps = 1e-5. The reference's
@@ -18,6 +19,7 @@
 /// Checkpoint tensors (PyTorch shapes; F32, F16 or BF16 (converted), or F64):
 ///   backbone.embedding.weight                 (vocab, d_model), vocab = padded vocab_size
 ///   backbone.layers.{i}.norm.weight           (d_model)
+/// with ssm_cfg.layer "Mamba1" (the default):
 ///   backbone.layers.{i}.mixer.in_proj.weight  (2 d_inner, d_model)
 ///   backbone.layers.{i}.mixer.in_proj.bias    (2 d_inner), only with ssm_cfg.bias = true
 ///   backbone.layers.{i}.mixer.conv1d.weight   (d_inner, 1, d_conv)
@@ -29,6 +31,15 @@
 ///   backbone.layers.{i}.mixer.D               (d_inner)
 ///   backbone.layers.{i}.mixer.out_proj.weight (d_model, d_inner)
 ///   backbone.layers.{i}.mixer.out_proj.bias   (d_model), only with ssm_cfg.bias = true
+/// with ssm_cfg.layer "Mamba2" (sizes as in mamba2.hpp: H heads, d_in_proj, conv_dim, d_ssm, d_inner):
+///   backbone.layers.{i}.mixer.in_proj.weight  (d_in_proj, d_model), in_proj.bias (d_in_proj) with bias
+///   backbone.layers.{i}.mixer.conv1d.weight   (conv_dim, 1, d_conv), conv1d.bias (conv_dim) with conv_bias
+///   backbone.layers.{i}.mixer.dt_bias         (H)
+///   backbone.layers.{i}.mixer.A_log           (H)
+///   backbone.layers.{i}.mixer.D               (H), or (d_ssm) with D_has_hdim
+///   backbone.layers.{i}.mixer.norm.weight     (d_ssm), only with rmsnorm (the default)
+///   backbone.layers.{i}.mixer.out_proj.weight (d_model, d_inner), out_proj.bias (d_model) with bias
+/// and for both:
 ///   backbone.norm_f.weight                    (d_model)
 ///   lm_head.weight                            (vocab, d_model), optional (required with tie_embeddings false)
 /// Any other tensor in the file is an error naming it: a checkpoint of another architecture
@@ -37,13 +48,21 @@
 /// config.json, as the reference's MambaConfig (mamba_ssm/models/config_mamba.py):
 ///   d_model, n_layer, vocab_size (required); pad_vocab_size_multiple (default 8: vocab_size is
 ///   rounded up to a multiple of it, and the embedding must have exactly that many rows);
-///   ssm_cfg {d_state 16, d_conv 4, expand 2 (may be fractional: d_inner = int(expand d_model)),
-///   dt_rank "auto" or an integer, conv_bias true, bias false, layer "Mamba1"; the initialisation
-///   options dt_min, dt_max, dt_init, dt_scale, dt_init_floor and use_fast_path are accepted and
-///   ignored; any other key is an error}; rms_norm (must be true); tie_embeddings (default true);
-///   residual_in_fp32 and fused_add_norm (no effect on the result). Refused with an error naming
-///   the field, because the network would differ: d_intermediate > 0 (a GatedMLP per block), a
-///   non-empty attn_layer_idx or attn_cfg (attention layers), ssm_cfg.layer other than "Mamba1".
+///   ssm_cfg: the mixer's constructor arguments. layer "Mamba1" (the default when absent):
+///     {d_state 16, d_conv 4, expand 2 (may be fractional: d_inner = int(expand d_model)),
+///     dt_rank "auto" or an integer, conv_bias true, bias false; the initialisation options dt_min,
+///     dt_max, dt_init, dt_scale, dt_init_floor and use_fast_path are accepted and ignored}.
+///   layer "Mamba2": {d_state 128, d_conv 4, expand 2 (an integer), headdim 64, d_ssm null (= d_inner)
+///     or an integer, ngroups 1, D_has_hdim false, rmsnorm true, norm_before_gate false,
+///     dt_limit [0, inf) as two numbers, bias false, conv_bias true; conv_init, A_init_range, dt_min,
+///     dt_max, dt_init_floor, use_mem_eff_path and chunk_size are accepted and ignored (chunk_size is
+///     the reference's GPU kernel tile; here Mamba2Config::chunk_size keeps ssm's measured default,
+///     which changes only rounding)}.
+///   Any other key is an error, as it is a TypeError in the reference. rms_norm (must be true);
+///   tie_embeddings (default true); residual_in_fp32 and fused_add_norm (no effect on the result).
+///   Refused with an error naming the field, because the network would differ: d_intermediate > 0
+///   (a GatedMLP per block), a non-empty attn_layer_idx or attn_cfg (attention layers), ssm_cfg.layer
+///   other than "Mamba1" or "Mamba2".
 ///
 /// Only safetensors is read. For an official checkpoint that ships pytorch_model.bin (e.g.
 /// state-spaces/mamba-130m), write model.safetensors beside it once, in Python:
@@ -70,6 +89,7 @@
 #include "ssm/core/types.hpp"
 #include "ssm/io/safetensors.hpp"
 #include "ssm/layers/mamba.hpp"
+#include "ssm/layers/mamba2.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -80,9 +100,13 @@
 #include <set>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 namespace ssm {
+
+/// The mixer of every layer of a language model (config.json's ssm_cfg.layer).
+enum class MambaMixer { mamba1, mamba2 };
 
 /// The model's sizes, as in the reference's config.json.
 struct MambaLMConfig {
@@ -96,7 +120,9 @@ struct MambaLMConfig {
   /// The LM head is the embedding unless the checkpoint has an lm_head.weight of its own; false
   /// makes lm_head.weight required.
   bool tie_embeddings = true;
-  MambaConfig block;                  ///< d_model, d_state, d_conv, expand, dt_rank, conv_bias, bias of every layer.
+  MambaMixer mixer = MambaMixer::mamba1;  ///< Which of the two blocks below every layer is.
+  MambaConfig block;                  ///< With mixer mamba1: d_model, d_state, d_conv, expand, dt_rank, conv_bias, bias.
+  Mamba2Config block2;                ///< With mixer mamba2: the Mamba-2 mixer's sizes and options.
 
   /// vocab_size rounded up to a multiple of pad_vocab_size_multiple (the reference's embedding size).
   Index padded_vocab_size() const {
@@ -158,25 +184,69 @@ struct MambaLMConfig {
       if (!(v.is_array() || v.is_object()) || !v.empty())
         fail(key, "empty or absent (attention layers are not supported)", v.dump());
     }
-    c.block.d_model = c.d_model;
     nlohmann::json ssm_cfg = nlohmann::json::object();
     if (j.contains("ssm_cfg")) {
       ssm_cfg = j.at("ssm_cfg");
       if (!ssm_cfg.is_object()) fail("ssm_cfg", "an object", ssm_cfg.dump());
     }
-    if (ssm_cfg.contains("layer") && ssm_cfg.at("layer") != "Mamba1")
-      fail("ssm_cfg.layer", "\"Mamba1\" (the only block implemented)", ssm_cfg.at("layer").dump());
-    // Every key is an argument of the reference's Mamba(...): unknown ones would be a TypeError there.
-    static const std::set<std::string> known = {"layer",     "d_state", "d_conv",        "expand",
-                                                "dt_rank",   "conv_bias", "bias",        "dt_min",
-                                                "dt_max",    "dt_init", "dt_scale",      "dt_init_floor",
-                                                "use_fast_path"};
+    if (ssm_cfg.contains("layer") && ssm_cfg.at("layer") != "Mamba1" && ssm_cfg.at("layer") != "Mamba2")
+      fail("ssm_cfg.layer", "\"Mamba1\" or \"Mamba2\" (the blocks implemented)", ssm_cfg.at("layer").dump());
+    c.mixer = ssm_cfg.contains("layer") && ssm_cfg.at("layer") == "Mamba2" ? MambaMixer::mamba2 : MambaMixer::mamba1;
+    // Every key is an argument of the reference's Mamba(...) / Mamba2(...): unknown ones would be a TypeError there.
+    static const std::set<std::string> known1 = {"layer",     "d_state", "d_conv",        "expand",
+                                                 "dt_rank",   "conv_bias", "bias",        "dt_min",
+                                                 "dt_max",    "dt_init", "dt_scale",      "dt_init_floor",
+                                                 "use_fast_path"};
+    static const std::set<std::string> known2 = {
+        "layer",    "d_state",  "d_conv",     "conv_init", "expand",           "headdim",   "d_ssm",
+        "ngroups",  "A_init_range", "D_has_hdim", "rmsnorm", "norm_before_gate", "dt_min", "dt_max",
+        "dt_init_floor", "dt_limit", "bias",   "conv_bias", "chunk_size",       "use_mem_eff_path"};
+    const bool v2 = c.mixer == MambaMixer::mamba2;
     for (const auto& item : ssm_cfg.items())
-      if (!known.count(item.key()))
+      if (!(v2 ? known2 : known1).count(item.key()))
         fail("ssm_cfg." + item.key(),
-             "no such option (the reference's Mamba takes d_state, d_conv, expand, dt_rank, conv_bias, bias and "
-             "initialisation options)",
+             v2 ? "no such option (the reference's Mamba2 takes d_state, d_conv, expand, headdim, d_ssm, ngroups, "
+                  "D_has_hdim, rmsnorm, norm_before_gate, dt_limit, bias, conv_bias and initialisation options)"
+                : "no such option (the reference's Mamba takes d_state, d_conv, expand, dt_rank, conv_bias, bias and "
+                  "initialisation options)",
              item.value().dump());
+    if (v2) {
+      Mamba2Config& b = c.block2;
+      b.d_model = c.d_model;
+      b.d_state = integer(ssm_cfg, "ssm_cfg.", "d_state", false, 128, 1);
+      b.d_conv = integer(ssm_cfg, "ssm_cfg.", "d_conv", false, 4, 1);
+      b.expand = integer(ssm_cfg, "ssm_cfg.", "expand", false, 2, 1);
+      b.headdim = integer(ssm_cfg, "ssm_cfg.", "headdim", false, 64, 1);
+      b.d_ssm = ssm_cfg.contains("d_ssm") && !ssm_cfg.at("d_ssm").is_null()
+                    ? integer(ssm_cfg, "ssm_cfg.", "d_ssm", true, 0, 1)
+                    : 0;
+      b.ngroups = integer(ssm_cfg, "ssm_cfg.", "ngroups", false, 1, 1);
+      b.D_has_hdim = boolean(ssm_cfg, "ssm_cfg.", "D_has_hdim", false);
+      b.rmsnorm = boolean(ssm_cfg, "ssm_cfg.", "rmsnorm", true);
+      b.norm_before_gate = boolean(ssm_cfg, "ssm_cfg.", "norm_before_gate", false);
+      b.bias = boolean(ssm_cfg, "ssm_cfg.", "bias", false);
+      b.conv_bias = boolean(ssm_cfg, "ssm_cfg.", "conv_bias", true);
+      if (ssm_cfg.contains("dt_limit")) {
+        const auto& v = ssm_cfg.at("dt_limit");
+        if (!v.is_array() || v.size() != 2 || !v[0].is_number() || !v[1].is_number() ||
+            !(v[0].get<double>() >= 0 && v[0].get<double>() <= v[1].get<double>()))
+          fail("ssm_cfg.dt_limit", "two numbers [min, max] with 0 <= min <= max", v.dump());
+        b.dt_limit_min = v[0].get<double>();
+        b.dt_limit_max = v[1].get<double>();
+      }
+      // The mixer's own checks (nheads, groups, d_ssm) run when it is built; run them here already so
+      // that a bad config.json is named before any tensor is read.
+      const Index ds = b.ssm_channels();
+      if (b.d_ssm > b.d_inner())
+        fail("ssm_cfg.d_ssm", detail::concat("at most d_inner = expand d_model = ", b.d_inner()), detail::concat(b.d_ssm));
+      if (ds % b.headdim != 0)
+        fail("ssm_cfg.headdim", detail::concat("a divisor of d_ssm = ", ds), detail::concat(b.headdim));
+      if (b.nheads() % b.ngroups != 0)
+        fail("ssm_cfg.ngroups", detail::concat("a divisor of nheads = d_ssm / headdim = ", b.nheads()),
+             detail::concat(b.ngroups));
+      return c;
+    }
+    c.block.d_model = c.d_model;
     c.block.d_state = integer(ssm_cfg, "ssm_cfg.", "d_state", false, 16, 1);
     c.block.d_conv = integer(ssm_cfg, "ssm_cfg.", "d_conv", false, 4, 1);
     if (ssm_cfg.contains("expand")) {
@@ -196,7 +266,7 @@ struct MambaLMConfig {
   }
 };
 
-/// The Mamba language model: embedding, residual Mamba blocks with RMSNorm, final norm, LM head.
+/// The Mamba language model: embedding, residual Mamba or Mamba-2 blocks with RMSNorm, final norm, LM head.
 template <class Scalar>
 class MambaLM {
   static_assert(is_supported_scalar_v<Scalar>, "MambaLM: Scalar must be float or double");
@@ -204,21 +274,26 @@ class MambaLM {
  public:
   using Token = std::int64_t;
 
+  /// A layer's mixer: a Mamba-1 block or a Mamba-2 mixer (std::get<Mamba2<Scalar>>(layer.mixer) reads it).
+  using Mixer = std::variant<Mamba<Scalar>, Mamba2<Scalar>>;
+  /// The streaming state of one layer's mixer, of the same alternative as the mixer.
+  using MixerState = std::variant<typename Mamba<Scalar>::State, typename Mamba2<Scalar>::State>;
+
   /// One residual layer: its RMSNorm weight (d_model) and its mixer.
   struct Layer {
     VectorX<Scalar> norm_weight;
-    Mamba<Scalar> mixer;
+    Mixer mixer;
   };
 
   /// Streaming state of the whole model (every mixer's state plus scratch), so that `step`
   /// allocates nothing. One per stream; make it with `initial_state()`.
   struct State {
-    std::vector<typename Mamba<Scalar>::State> layers;
+    std::vector<MixerState> layers;
     VectorX<Scalar> hidden, residual, normed;  ///< Scratch, d_model.
 
     /// Back to the start of a stream (every layer's zero state), keeping the memory.
     void reset() {
-      for (auto& l : layers) l.reset();
+      for (auto& l : layers) std::visit([](auto& s) { s.reset(); }, l);
     }
   };
 
@@ -239,8 +314,9 @@ class MambaLM {
           detail::concat(layers_.size()));
     for (const Layer& l : layers_) {
       check_size(l.norm_weight, dm, where, "layers[i].norm_weight", "d_model");
-      check(l.mixer.config().d_model == dm, where, "layers[i].mixer", detail::concat("d_model ", dm),
-            detail::concat("d_model ", l.mixer.config().d_model));
+      const Index mixer_width = std::visit([](const auto& m) { return m.channels(); }, l.mixer);
+      check(mixer_width == dm, where, "layers[i].mixer", detail::concat("d_model ", dm),
+            detail::concat("d_model ", mixer_width));
     }
     check_size(norm_f_, dm, where, "norm_f", "d_model");
     if (lm_head_.size() != 0) check_shape(lm_head_, embedding_.rows(), dm, where, "lm_head", "vocab x d_model");
@@ -262,9 +338,7 @@ class MambaLM {
   /// \throws ssm::error naming a tensor that is missing, misshaped (the embedding must have
   /// padded_vocab_size() rows) or not used by the model.
   static MambaLM from_safetensors(const MambaLMConfig& config, const io::SafetensorsFile& file) {
-    const MambaConfig& b = config.block;
-    const Index dm = config.d_model, di = b.d_inner(), N = b.d_state, K = b.d_conv, R = b.rank();
-    const Index vocab = config.padded_vocab_size();
+    const Index dm = config.d_model, vocab = config.padded_vocab_size();
     std::set<std::string> used;
     auto tensor = [&](const std::string& name, const std::vector<Index>& shape) {
       used.insert(name);
@@ -283,32 +357,26 @@ class MambaLM {
     for (Index i = 0; i < config.n_layer; ++i) {
       const std::string pre = detail::concat("backbone.layers.", i, ".");
       const std::string mix = pre + "mixer.";
-      MambaParams<Scalar> p;
-      p.config = b;
-      p.in_proj_weight = tensor(mix + "in_proj.weight", {2 * di, dm});
-      if (b.bias) p.in_proj_bias = tensor(mix + "in_proj.bias", {2 * di});
-      p.conv1d_weight = tensor(mix + "conv1d.weight", {di, 1, K});
-      if (b.conv_bias) p.conv1d_bias = tensor(mix + "conv1d.bias", {di});
-      p.x_proj_weight = tensor(mix + "x_proj.weight", {R + 2 * N, di});
-      p.dt_proj_weight = tensor(mix + "dt_proj.weight", {di, R});
-      p.dt_proj_bias = tensor(mix + "dt_proj.bias", {di});
-      p.A_log = tensor(mix + "A_log", {di, N});
-      p.D = tensor(mix + "D", {di});
-      p.out_proj_weight = tensor(mix + "out_proj.weight", {dm, di});
-      if (b.bias) p.out_proj_bias = tensor(mix + "out_proj.bias", {dm});
+      Mixer mixer = config.mixer == MambaMixer::mamba2 ? Mixer(load_mamba2(config.block2, mix, tensor))
+                                                       : Mixer(load_mamba1(config.block, mix, tensor));
       VectorX<Scalar> norm = tensor(pre + "norm.weight", {dm});
-      layers.push_back(Layer{std::move(norm), Mamba<Scalar>(std::move(p))});
+      layers.push_back(Layer{std::move(norm), std::move(mixer)});
     }
     VectorX<Scalar> norm_f = tensor("backbone.norm_f.weight", {dm});
     MatrixX<Scalar> head;
     if (file.contains("lm_head.weight") || !config.tie_embeddings) head = tensor("lm_head.weight", {vocab, dm});
+    const bool v2 = config.mixer == MambaMixer::mamba2;
+    const bool bias = v2 ? config.block2.bias : config.block.bias;
+    const bool conv_bias = v2 ? config.block2.conv_bias : config.block.conv_bias;
     for (const std::string& name : file.names())  // sorted: the first unused one in name order
       if (!used.count(name))
-        throw error(detail::concat("MambaLM: tensor '", name, "' in ", file.source(),
-                                   " is not used by this model (config: d_intermediate 0, no attention layers, "
-                                   "ssm_cfg.bias ", b.bias ? "true" : "false", ", ssm_cfg.conv_bias ",
-                                   b.conv_bias ? "true" : "false", ", n_layer ", config.n_layer,
-                                   "); refusing to drop it silently"));
+        throw error(detail::concat(
+            "MambaLM: tensor '", name, "' in ", file.source(),
+            " is not used by this model (config: ssm_cfg.layer ", v2 ? "Mamba2" : "Mamba1",
+            ", d_intermediate 0, no attention layers, ssm_cfg.bias ", bias ? "true" : "false",
+            ", ssm_cfg.conv_bias ", conv_bias ? "true" : "false",
+            v2 ? (config.block2.rmsnorm ? ", ssm_cfg.rmsnorm true" : ", ssm_cfg.rmsnorm false") : "",
+            ", n_layer ", config.n_layer, "); refusing to drop it silently"));
     return MambaLM(config, std::move(embedding), std::move(layers), std::move(norm_f), std::move(head));
   }
 
@@ -326,7 +394,8 @@ class MambaLM {
   /// A zero state with all scratch allocated.
   State initial_state() const {
     State s;
-    for (const Layer& l : layers_) s.layers.push_back(l.mixer.initial_state());
+    for (const Layer& l : layers_)
+      s.layers.push_back(std::visit([](const auto& m) { return MixerState(m.initial_state()); }, l.mixer));
     s.hidden.resize(config_.d_model);
     s.residual.resize(config_.d_model);
     s.normed.resize(config_.d_model);
@@ -350,7 +419,8 @@ class MambaLM {
     for (std::size_t i = 0; i < layers_.size(); ++i) {
       if (i == 0) residual = h;
       else residual += h;
-      h = layers_[i].mixer.forward(rms_norm_rows(residual, layers_[i].norm_weight), state.layers[i]);
+      const MatrixX<Scalar> normed = rms_norm_rows(residual, layers_[i].norm_weight);
+      h = with_mixer(i, state, [&](const auto& mixer, auto& mixer_state) { return mixer.forward(normed, mixer_state); });
     }
     residual += h;
     return rms_norm_rows(residual, norm_f_) * lm_head().transpose();
@@ -367,7 +437,9 @@ class MambaLM {
       if (i == 0) state.residual = state.hidden;
       else state.residual += state.hidden;
       rms_norm(state.residual, layers_[i].norm_weight, state.normed);
-      layers_[i].mixer.step(state.normed, state.layers[i], state.hidden);
+      with_mixer(i, state, [&](const auto& mixer, auto& mixer_state) {
+        mixer.step(state.normed, mixer_state, state.hidden);
+      });
     }
     state.residual += state.hidden;
     rms_norm(state.residual, norm_f_, state.normed);
@@ -393,6 +465,56 @@ class MambaLM {
   }
 
  private:
+  /// Mamba-1 block `prefix`* of a checkpoint (names and shapes in the file comment).
+  template <class Tensor>
+  static Mamba<Scalar> load_mamba1(const MambaConfig& b, const std::string& prefix, Tensor& tensor) {
+    const Index dm = b.d_model, di = b.d_inner(), N = b.d_state, K = b.d_conv, R = b.rank();
+    MambaParams<Scalar> p;
+    p.config = b;
+    p.in_proj_weight = tensor(prefix + "in_proj.weight", {2 * di, dm});
+    if (b.bias) p.in_proj_bias = tensor(prefix + "in_proj.bias", {2 * di});
+    p.conv1d_weight = tensor(prefix + "conv1d.weight", {di, 1, K});
+    if (b.conv_bias) p.conv1d_bias = tensor(prefix + "conv1d.bias", {di});
+    p.x_proj_weight = tensor(prefix + "x_proj.weight", {R + 2 * N, di});
+    p.dt_proj_weight = tensor(prefix + "dt_proj.weight", {di, R});
+    p.dt_proj_bias = tensor(prefix + "dt_proj.bias", {di});
+    p.A_log = tensor(prefix + "A_log", {di, N});
+    p.D = tensor(prefix + "D", {di});
+    p.out_proj_weight = tensor(prefix + "out_proj.weight", {dm, di});
+    if (b.bias) p.out_proj_bias = tensor(prefix + "out_proj.bias", {dm});
+    return Mamba<Scalar>(std::move(p));
+  }
+
+  /// Mamba-2 mixer `prefix`* of a checkpoint (names and shapes in the file comment).
+  template <class Tensor>
+  static Mamba2<Scalar> load_mamba2(const Mamba2Config& b, const std::string& prefix, Tensor& tensor) {
+    const Index dm = b.d_model, H = b.nheads(), ds = b.ssm_channels(), cd = b.conv_dim();
+    Mamba2Params<Scalar> p;
+    p.config = b;
+    p.in_proj_weight = tensor(prefix + "in_proj.weight", {b.d_in_proj(), dm});
+    if (b.bias) p.in_proj_bias = tensor(prefix + "in_proj.bias", {b.d_in_proj()});
+    p.conv1d_weight = tensor(prefix + "conv1d.weight", {cd, 1, b.d_conv});
+    if (b.conv_bias) p.conv1d_bias = tensor(prefix + "conv1d.bias", {cd});
+    p.dt_bias = tensor(prefix + "dt_bias", {H});
+    p.A_log = tensor(prefix + "A_log", {H});
+    p.D = tensor(prefix + "D", {b.D_has_hdim ? ds : H});
+    if (b.rmsnorm) p.norm_weight = tensor(prefix + "norm.weight", {ds});
+    p.out_proj_weight = tensor(prefix + "out_proj.weight", {dm, b.d_inner()});
+    if (b.bias) p.out_proj_bias = tensor(prefix + "out_proj.bias", {dm});
+    return Mamba2<Scalar>(std::move(p));
+  }
+
+  /// Calls f(mixer, mixer_state) with layer i's mixer and its state, both of their concrete types.
+  template <class F>
+  decltype(auto) with_mixer(std::size_t i, State& state, F&& f) const {
+    return std::visit(
+        [&](const auto& mixer) -> decltype(auto) {
+          using M = std::decay_t<decltype(mixer)>;
+          return f(mixer, std::get<typename M::State>(state.layers[i]));  // kinds checked by check_state
+        },
+        layers_[i].mixer);
+  }
+
   /// y = x / sqrt(mean(x^2) + eps) * weight for one vector (no allocation).
   void rms_norm(const VectorX<Scalar>& x, const VectorX<Scalar>& weight, VectorX<Scalar>& y) const {
     const Scalar rstd = Scalar(1) / std::sqrt(x.squaredNorm() / Scalar(x.size()) + Scalar(config_.norm_epsilon));
@@ -419,8 +541,9 @@ class MambaLM {
   }
 
   void check_state(const State& s, const char* where) const {
-    const bool ok = s.layers.size() == layers_.size() && s.hidden.size() == config_.d_model &&
-                    s.residual.size() == config_.d_model && s.normed.size() == config_.d_model;
+    bool ok = s.layers.size() == layers_.size() && s.hidden.size() == config_.d_model &&
+              s.residual.size() == config_.d_model && s.normed.size() == config_.d_model;
+    for (std::size_t i = 0; ok && i < layers_.size(); ++i) ok = s.layers[i].index() == layers_[i].mixer.index();
     if (!ok) check(false, where, "state", "a state from initial_state() of this model", "another shape");
   }
 
