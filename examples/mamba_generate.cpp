@@ -1,9 +1,10 @@
-// Greedy text continuation with a Mamba language model checkpoint.
+// Greedy text continuation with a Mamba-1 or Mamba-2 language model checkpoint.
 //
 //   mamba_generate [--model DIR] [--new N] [token id ...]
 //
 // DIR holds model.safetensors and config.json in the reference's names (state-spaces/mamba); the
-// default is the tiny model of the test suite. Token ids are the tokenizer's integers (this example
+// mixer follows config.json's ssm_cfg.layer ("Mamba1", the default, or "Mamba2"). The default DIR is
+// the tiny Mamba-1 model of the test suite; tests/data/mamba2_lm is its Mamba-2 counterpart. Token ids are the tokenizer's integers (this example
 // does no tokenisation). Prints the new token ids and the prefill and decode speeds.
 #include "ssm/models/mamba_lm.hpp"
 
@@ -59,8 +60,9 @@ int main(int argc, char** argv) {
     const auto t_load = Clock::now();
     const auto lm = ssm::MambaLM<float>::load(dir);
     const double load_s = std::chrono::duration<double>(Clock::now() - t_load).count();
-    std::printf("model %s: %ld layers, d_model %ld, vocab %ld (loaded in %.3f s)\n", dir.c_str(),
-                long(lm.config().n_layer), long(lm.config().d_model), long(lm.vocab_size()), load_s);
+    const char* mixer = lm.config().mixer == ssm::MambaMixer::mamba2 ? "Mamba-2" : "Mamba-1";
+    std::printf("model %s: %ld %s layers, d_model %ld, vocab %ld (loaded in %.3f s)\n", dir.c_str(),
+                long(lm.config().n_layer), mixer, long(lm.config().d_model), long(lm.vocab_size()), load_s);
 
     // Prefill the prompt in one pass, then decode token by token (what generate() does, timed apart).
     auto state = lm.initial_state();

@@ -13,10 +13,12 @@ if ((small)); then
   run "$bin/s4_kernels" 32 2048 "$out/s4_kernels.svg"
   run "$bin/streaming" 16 16 2048
   run "$bin/mamba_generate" --new 8
+  run "$bin/mamba_generate" --model tests/data/mamba2_lm --new 8
 else
   run "$bin/hippo_memory" 64 4000 "$out/hippo_memory.svg"
   run "$bin/convolution_demo"
   run "$bin/s4_kernels" 64 16384 "$out/s4_kernels.svg"
   run "$bin/streaming" 64 64 16384
   run "$bin/mamba_generate"
+  run "$bin/mamba_generate" --model tests/data/mamba2_lm
 fi
