@@ -3,21 +3,17 @@
 // Mamba-2 option of ssm_cfg loaded from a checkpoint (d_ssm < d_inner, D per channel, norm order, no
 // norm, biases, no conv bias, dt_limit), float against double, and clear errors for a bad ssm_cfg,
 // missing, misshaped or unused tensors, and a state of another model.
+#include "checkpoint_support.hpp"
 #include "test_support.hpp"
 
 #include "ssm/models/mamba_lm.hpp"
 
 #include <nlohmann/json.hpp>
 
-#include <filesystem>
-#include <fstream>
 #include <functional>
-#include <unistd.h>
 
 namespace ssm::test {
 namespace {
-
-namespace fs = std::filesystem;
 
 template <class T>
 class Mamba2LMTest : public ::testing::Test {};
@@ -27,52 +23,12 @@ const std::string kDir = data_path("mamba2_lm");
 
 std::vector<std::int64_t> golden_ids(const char* array) { return golden("mamba2_lm", array).values<std::int64_t>(); }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
+std::vector<io::TensorToWrite> golden_tensors() { return read_tensors(kDir + "/model.safetensors"); }
 
-/// A fresh directory under the system's temp dir, removed at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() /
-            ("ssm_mamba2_lm_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string str() const { return path_.string(); }
-
- private:
-  fs::path path_;
-};
-
-std::vector<io::TensorToWrite> golden_tensors() {
-  const auto file = io::SafetensorsFile::read(kDir + "/model.safetensors");
-  std::vector<io::TensorToWrite> out;
-  for (const auto& name : file.names()) out.push_back({name, file.info(name).shape, file.values<float>(name)});
-  return out;
-}
-
-void write_checkpoint(const std::string& dir, const std::vector<io::TensorToWrite>& tensors,
-                      const std::string& config = read_text(kDir + "/config.json")) {
-  io::write_safetensors(dir + "/model.safetensors", tensors);
-  std::ofstream(dir + "/config.json") << config;
-}
-
-template <class F>
-void expect_error(F&& f, const std::vector<std::string>& fragments) {
-  try {
-    f();
-    ADD_FAILURE() << "no exception";
-  } catch (const ssm::error& e) {
-    const std::string msg = e.what();
-    for (const auto& frag : fragments) EXPECT_NE(msg.find(frag), std::string::npos) << msg << " lacks " << frag;
-  }
+using test::write_checkpoint;
+/// A checkpoint directory with the golden config.json.
+void write_checkpoint(const std::string& dir, const std::vector<io::TensorToWrite>& tensors) {
+  write_checkpoint(dir, tensors, read_text(kDir + "/config.json"));
 }
 
 /// Checkpoint tensors for a Mamba-2 config: each mixer from the reference's initialisation

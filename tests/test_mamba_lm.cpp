@@ -2,21 +2,18 @@
 // step against forward, chunked prefill, tied and untied heads, F16 / BF16 checkpoints, the ssm_cfg
 // options (bias, conv_bias, fractional expand), norm_epsilon, and clear errors for missing, misshaped
 // or unused tensors, a vocab_size that does not fit the embedding, and bad or unsupported config.json.
+#include "checkpoint_support.hpp"
 #include "test_support.hpp"
 
 #include "ssm/models/mamba_lm.hpp"
 
 #include <nlohmann/json.hpp>
 
-#include <filesystem>
 #include <fstream>
 #include <functional>
-#include <unistd.h>
 
 namespace ssm::test {
 namespace {
-
-namespace fs = std::filesystem;
 
 template <class T>
 class MambaLMTest : public ::testing::Test {};
@@ -26,42 +23,13 @@ const std::string kDir = data_path("mamba_lm");
 
 std::vector<std::int64_t> golden_ids(const char* array) { return golden("mamba_lm", array).values<std::int64_t>(); }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-/// A fresh directory under the system's temp dir, removed at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() /
-            ("ssm_mamba_lm_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string str() const { return path_.string(); }
-
- private:
-  fs::path path_;
-};
-
 /// The golden checkpoint's tensors, as F32 values, for rewriting with changes.
-std::vector<io::TensorToWrite> golden_tensors() {
-  const auto file = io::SafetensorsFile::read(kDir + "/model.safetensors");
-  std::vector<io::TensorToWrite> out;
-  for (const auto& name : file.names()) out.push_back({name, file.info(name).shape, file.values<float>(name)});
-  return out;
-}
+std::vector<io::TensorToWrite> golden_tensors() { return read_tensors(kDir + "/model.safetensors"); }
 
-void write_checkpoint(const std::string& dir, const std::vector<io::TensorToWrite>& tensors,
-                      const std::string& config = read_text(kDir + "/config.json")) {
-  io::write_safetensors(dir + "/model.safetensors", tensors);
-  std::ofstream(dir + "/config.json") << config;
+using test::write_checkpoint;
+/// A checkpoint directory with the golden config.json.
+void write_checkpoint(const std::string& dir, const std::vector<io::TensorToWrite>& tensors) {
+  write_checkpoint(dir, tensors, read_text(kDir + "/config.json"));
 }
 
 /// Tensors of the right names and shapes for `config` (random weights of the reference's kind),
@@ -104,17 +72,6 @@ std::vector<io::TensorToWrite> synthetic_tensors(const MambaLMConfig& c, std::ui
 }
 
 /// Expects ssm::error whose message contains every fragment.
-template <class F>
-void expect_error(F&& f, const std::vector<std::string>& fragments) {
-  try {
-    f();
-    ADD_FAILURE() << "no exception";
-  } catch (const ssm::error& e) {
-    const std::string msg = e.what();
-    for (const auto& frag : fragments) EXPECT_NE(msg.find(frag), std::string::npos) << msg << " lacks " << frag;
-  }
-}
-
 TYPED_TEST(MambaLMTest, GoldenLogits) {
   using T = TypeParam;
   const auto lm = MambaLM<T>::load(kDir);
