@@ -38,6 +38,7 @@
 ///   block.step(x.row(t), state, x.row(t));                     // in place on a row of a sequence
 /// \endcode
 
+#include "ssm/core/depthwise_conv.hpp"
 #include "ssm/core/error.hpp"
 #include "ssm/core/types.hpp"
 #include "ssm/layers/selective_scan.hpp"
@@ -255,7 +256,7 @@ class Mamba {
   Sequence<T> forward(const Eigen::Ref<const Sequence<T>>& u, State& state) const {
     constexpr const char* where = "Mamba::forward";
     const MambaConfig& c = p_.config;
-    const Index di = c.d_inner(), N = c.d_state, R = c.rank(), K = c.d_conv;
+    const Index di = c.d_inner(), N = c.d_state, R = c.rank();
     if (u.cols() != c.d_model)
       check(false, where, "u", detail::concat("L x ", c.d_model, " (L x d_model)"), shape_string(u.rows(), u.cols()));
     check_state(state, where);
@@ -265,24 +266,9 @@ class Mamba {
     // in_proj: L x 2 d_inner, x in the first d_inner columns, z in the rest.
     MatrixX<T> xz = u * p_.in_proj_weight.transpose();
     if (c.bias) xz.rowwise() += p_.in_proj_bias.transpose();
-    // Depthwise causal convolution over [last K - 1 inputs of the state, x], then SiLU.
+    // Depthwise causal convolution of x with SiLU, continuing the state's window.
     MatrixX<T> xc(L, di);
-    {
-      VectorX<T> ext(L + K - 1);
-      for (Index d = 0; d < di; ++d) {
-        ext.head(K - 1) = state.conv.row(d).tail(K - 1).transpose();
-        ext.tail(L) = xz.col(d);
-        auto out = xc.col(d);
-        out.setConstant(c.conv_bias ? p_.conv1d_bias[d] : T(0));
-        for (Index k = 0; k < K; ++k) out += p_.conv1d_weight(d, k) * ext.segment(k, L);
-        for (Index t = 0; t < L; ++t) out[t] = silu(out[t]);
-        // New conv state: the last K of [old state, x].
-        for (Index k = 0; k < K; ++k) {
-          const Index from_end = K - 1 - k;  // 0 for the newest
-          state.conv(d, k) = from_end < L ? xz(L - 1 - from_end, d) : state.conv(d, k + L);
-        }
-      }
-    }
+    detail::causal_depthwise_conv_silu<T>(xz.leftCols(di), p_.conv1d_weight, p_.conv1d_bias, state.conv, xc);
     // x_proj, transposed so that each step's (dt input, B, C) is one contiguous column.
     const MatrixX<T> x_dbl = p_.x_proj_weight * xc.transpose();                             // (R + 2N) x L
     const MatrixX<T> delta = x_dbl.topRows(R).transpose() * p_.dt_proj_weight.transpose();  // L x d_inner
@@ -303,19 +289,14 @@ class Mamba {
             Eigen::Ref<VectorX<T>, 0, Eigen::InnerStride<>> y) const {
     constexpr const char* where = "Mamba::step";
     const MambaConfig& c = p_.config;
-    const Index di = c.d_inner(), N = c.d_state, R = c.rank(), K = c.d_conv;
+    const Index di = c.d_inner(), N = c.d_state, R = c.rank();
     check_size(u, c.d_model, where, "u", "d_model");
     check_size(y, c.d_model, where, "y", "d_model");
     check_state(state, where);
     state.in = u;  // contiguous for the product, and read before y is written
     state.xz.noalias() = p_.in_proj_weight * state.in;
     if (c.bias) state.xz += p_.in_proj_bias;
-    for (Index k = 0; k + 1 < K; ++k) state.conv.col(k) = state.conv.col(k + 1);
-    state.conv.col(K - 1) = state.xz.head(di);
-    if (c.conv_bias) state.xc = p_.conv1d_bias;
-    else state.xc.setZero();
-    for (Index k = 0; k < K; ++k) state.xc.array() += state.conv.col(k).array() * p_.conv1d_weight.col(k).array();
-    for (Index d = 0; d < di; ++d) state.xc[d] = silu(state.xc[d]);
+    detail::causal_depthwise_conv_silu_step<T>(state.xz.head(di), p_.conv1d_weight, p_.conv1d_bias, state.conv, state.xc);
     state.x_dbl.noalias() = p_.x_proj_weight * state.xc;
     state.dt.noalias() = p_.dt_proj_weight * state.x_dbl.head(R);
     // The scan over one step: 1 x d_inner views of the scratch vectors.

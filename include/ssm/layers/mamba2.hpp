@@ -41,6 +41,7 @@
 ///   block.step(token, state, next);                          // allocation-free
 /// \endcode
 
+#include "ssm/core/depthwise_conv.hpp"
 #include "ssm/core/error.hpp"
 #include "ssm/core/types.hpp"
 #include "ssm/layers/ssd_scan.hpp"
@@ -246,7 +247,7 @@ class Mamba2 {
     if (u.cols() != c.d_model)
       check(false, where, "u", detail::concat("L x ", c.d_model, " (L x d_model)"), shape_string(u.rows(), u.cols()));
     check_state(state, where);
-    const Index L = u.rows(), K = c.d_conv, ds = c.ssm_channels(), dm = c.d_mlp(), H = c.nheads();
+    const Index L = u.rows(), ds = c.ssm_channels(), dm = c.d_mlp(), H = c.nheads();
     const Index GN = c.ngroups * c.d_state, cd = c.conv_dim();
     if (L == 0) return Sequence<T>(0, c.d_model);
 
@@ -255,18 +256,9 @@ class Mamba2 {
     if (c.bias) zx.rowwise() += p_.in_proj_bias.transpose();
     const Index z_off = 2 * dm, xbc_off = 2 * dm + ds, dt_off = xbc_off + cd;
 
-    // Depthwise causal convolution over [the state's last K - 1 inputs, xBC], then SiLU; new conv state.
+    // Depthwise causal convolution of xBC with SiLU, continuing the state's window.
     MatrixX<T> xbc(L, cd);
-    VectorX<T> ext(L + K - 1);
-    for (Index ch = 0; ch < cd; ++ch) {
-      ext.head(K - 1) = state.conv.row(ch).tail(K - 1).transpose();
-      ext.tail(L) = zx.col(xbc_off + ch);
-      auto out = xbc.col(ch);
-      out.setConstant(c.conv_bias ? p_.conv1d_bias[ch] : T(0));
-      for (Index k = 0; k < K; ++k) out += p_.conv1d_weight(ch, k) * ext.segment(k, L);
-      out.array() = out.array() / (T(1) + (-out.array()).exp());
-      for (Index k = 0; k < K; ++k) state.conv(ch, k) = ext[L - 1 + k];  // the last K of ext
-    }
+    detail::causal_depthwise_conv_silu<T>(zx.middleCols(xbc_off, cd), p_.conv1d_weight, p_.conv1d_bias, state.conv, xbc);
 
     // The scan writes straight into the SSM part of [MLP | SSM].
     MatrixX<T> ycat(L, c.d_inner());
@@ -295,19 +287,15 @@ class Mamba2 {
     if (u.size() != c.d_model) check_size(u, c.d_model, where, "u", "d_model");
     if (y.size() != c.d_model) check_size(y, c.d_model, where, "y", "d_model");
     check_state(state, where);
-    const Index K = c.d_conv, ds = c.ssm_channels(), dm = c.d_mlp(), H = c.nheads();
+    const Index ds = c.ssm_channels(), dm = c.d_mlp(), H = c.nheads();
     const Index GN = c.ngroups * c.d_state, cd = c.conv_dim();
     const Index z_off = 2 * dm, xbc_off = 2 * dm + ds, dt_off = xbc_off + cd;
 
     state.u = u;  // contiguous, and u is not read again (y may alias it)
     state.zxbcdt.noalias() = p_.in_proj_weight * state.u;
     if (c.bias) state.zxbcdt += p_.in_proj_bias;
-    for (Index k = 0; k + 1 < K; ++k) state.conv.col(k) = state.conv.col(k + 1);
-    state.conv.col(K - 1) = state.zxbcdt.segment(xbc_off, cd);
-    if (c.conv_bias) state.xbc = p_.conv1d_bias;
-    else state.xbc.setZero();
-    for (Index k = 0; k < K; ++k) state.xbc.array() += state.conv.col(k).array() * p_.conv1d_weight.col(k).array();
-    state.xbc.array() = state.xbc.array() / (T(1) + (-state.xbc.array()).exp());
+    detail::causal_depthwise_conv_silu_step<T>(state.zxbcdt.segment(xbc_off, cd), p_.conv1d_weight, p_.conv1d_bias,
+                                               state.conv, state.xbc);
 
     auto ys = state.y.tail(ds);
     scan_.step(state.xbc.head(ds), state.zxbcdt.segment(dt_off, H), state.xbc.segment(ds, GN),
