@@ -11,8 +11,9 @@
 //                                          d_conv 4, expand 2, dt_rank 48) on one thread. A model reads every
 //                                          block's weights once per token and they do not stay in cache (24
 //                                          blocks of 15 MB), so the benchmark steps through a rotation of
-//                                          distinct blocks whose weights together exceed 4x the last-level cache
-//                                          (counter "blocks"); each iteration is one step of one block.
+//                                          distinct blocks whose weights and states together exceed 4x the
+//                                          last-level cache (counter "blocks"; ssm::bench::BlockStack); each
+//                                          iteration is one step of one block. bytes/s = weights per step.
 //                                          Counter weight_bytes = bytes of one block's weights; report.py
 //                                          divides it by the step time and compares with BM_Roofline_MemoryRead
 //                                          (target >= 70%). Counter allocations = heap allocations per step
@@ -27,6 +28,7 @@
 // and restored after; without OpenMP the 2-thread runs are skipped. Times are wall-clock (UseRealTime, so
 // items/s and bytes/s are per wall second; report.py ignores the "/real_time" suffix on the names).
 
+#define SSM_BENCH_COUNT_ALLOCATIONS  // this file's malloc counts allocations (bench_support.hpp)
 #include "bench_support.hpp"
 #include "roofline.hpp"
 
@@ -38,32 +40,18 @@
 #include <omp.h>
 #endif
 
-#include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <cstdlib>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <random>
 #include <tuple>
 #include <vector>
 
-// Counts heap allocations, so that a step's "allocates nothing" is checked where it is timed. Eigen
-// allocates with malloc (operator new does too, in libstdc++), so malloc itself is wrapped: glibc's own
-// allocator stays underneath (__libc_malloc), free is untouched.
 namespace {
 
+using ssm::bench::allocation_count;
 using ssm::bench::ThreadScope;
-std::atomic<std::int64_t> g_allocations{0};
-}
-extern "C" void* __libc_malloc(std::size_t size);
-extern "C" void* malloc(std::size_t size) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  return __libc_malloc(size);
-}
-
-namespace {
-
 
 /// Fast deterministic uniform fill in [-scale, scale] (xorshift), for weight matrices of any size.
 template <class Derived>
@@ -174,75 +162,28 @@ void BM_MambaForward(benchmark::State& state) {
   const ssm::Mamba<T> block(random_block<T>(d_model, d_state, 1));
   const auto u = random_sequence<T>(L, d_model, 7);
   auto s = block.initial_state();
-  const std::int64_t before = g_allocations.load();
+  const std::int64_t before = allocation_count();
   for (auto _ : state) {
     s.reset();
     auto y = block.forward(u, s);
     benchmark::DoNotOptimize(y.data());
   }
-  const std::int64_t allocations = g_allocations.load() - before;
+  const std::int64_t allocations = allocation_count() - before;
   state.counters["allocations"] = state.iterations() ? double(allocations) / double(state.iterations()) : 0.0;
   state.SetItemsProcessed(std::int64_t(state.iterations()) * L);
   state.SetBytesProcessed(std::int64_t(state.iterations()) * 2 * L * d_model * std::int64_t(sizeof(T)));
 }
 
-/// The size of the largest cache the benchmark library reports (0 if none).
-std::int64_t last_level_cache_bytes() {
-  std::int64_t best = 0;
-  for (const auto& c : benchmark::CPUInfo::Get().caches) best = std::max<std::int64_t>(best, c.size);
-  return best;
-}
-
-/// A rotation of distinct blocks (and one stream state each), built once per size and kept.
-template <class T>
-struct BlockStack {
-  std::vector<std::unique_ptr<ssm::Mamba<T>>> blocks;
-  std::vector<typename ssm::Mamba<T>::State> states;
-  std::int64_t bytes_per_block = 0;
-
-  static BlockStack& get(ssm::Index d_model, ssm::Index d_state, bool cold) {
-    static std::map<std::tuple<ssm::Index, ssm::Index, bool>, std::unique_ptr<BlockStack>> cache;
-    auto& slot = cache[{d_model, d_state, cold}];
-    if (!slot) {
-      slot = std::make_unique<BlockStack>();
-      auto params = random_block<T>(d_model, d_state, 1);
-      slot->bytes_per_block = weight_bytes(params);
-      std::int64_t count = 1;
-      if (cold) {
-        const std::int64_t llc = std::max<std::int64_t>(last_level_cache_bytes(), 32 << 20);
-        count = std::clamp<std::int64_t>((4 * llc + slot->bytes_per_block - 1) / slot->bytes_per_block, 2, 64);
-      }
-      for (std::int64_t k = 0; k < count; ++k) {
-        slot->blocks.push_back(std::make_unique<ssm::Mamba<T>>(random_block<T>(d_model, d_state, std::uint64_t(k + 1))));
-        slot->states.push_back(slot->blocks.back()->initial_state());
-      }
-    }
-    return *slot;
-  }
-};
-
+/// Steps the mamba-130m-sized block: a cold rotation of distinct blocks or one hot block
+/// (ssm::bench::BlockStack). Bytes per step = one block's weights (the state, 0.1 MB, is not counted).
 template <class T>
 void mamba_step(benchmark::State& state, bool cold) {
   const ssm::Index d_model = state.range(0), d_state = state.range(1);
-  ThreadScope threads(state, 1);
-  auto& stack = BlockStack<T>::get(d_model, d_state, cold);
-  const ssm::VectorX<T> u = random_sequence<T>(d_model, 1, 9);
-  ssm::VectorX<T> y(d_model);
-  const std::size_t count = stack.blocks.size();
-  for (std::size_t k = 0; k < count; ++k) stack.blocks[k]->step(u, stack.states[k], y);  // warm the code paths
-  std::size_t k = 0;
-  const std::int64_t before = g_allocations.load();
-  for (auto _ : state) {
-    stack.blocks[k]->step(u, stack.states[k], y);
-    benchmark::DoNotOptimize(y.data());
-    if (++k == count) k = 0;
-  }
-  const std::int64_t allocations = g_allocations.load() - before;
-  state.SetItemsProcessed(std::int64_t(state.iterations()));
-  state.SetBytesProcessed(std::int64_t(state.iterations()) * stack.bytes_per_block);
-  state.counters["weight_bytes"] = double(stack.bytes_per_block);
-  state.counters["blocks"] = double(count);
-  state.counters["allocations"] = state.iterations() ? double(allocations) / double(state.iterations()) : 0.0;
+  auto& stack = ssm::bench::BlockStack<ssm::Mamba<T>>::get(
+      {d_model, d_state}, cold,
+      [=](std::uint64_t seed) { return ssm::Mamba<T>(random_block<T>(d_model, d_state, seed)); },
+      [](const ssm::Mamba<T>& block) { return weight_bytes(block.params()); });
+  ssm::bench::step_blocks(state, stack, stack.weight_bytes);
 }
 
 template <class T>
@@ -287,14 +228,14 @@ void BM_MambaLMTokens(benchmark::State& state) {
   auto s = lm.initial_state();
   ssm::VectorX<T> logits(lm.vocab_size());
   typename ssm::MambaLM<T>::Token token = 1;
-  const std::int64_t before = g_allocations.load();
+  const std::int64_t before = allocation_count();
   for (auto _ : state) {
     lm.step(token, s, logits);
     ssm::Index best = 0;
     logits.maxCoeff(&best);
     token = best;
   }
-  const std::int64_t allocations = g_allocations.load() - before;
+  const std::int64_t allocations = allocation_count() - before;
   state.SetItemsProcessed(std::int64_t(state.iterations()));
   state.counters["allocations"] = state.iterations() ? double(allocations) / double(state.iterations()) : 0.0;
 }

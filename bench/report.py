@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turns the Google Benchmark JSON files of bench/run.sh into bench/RESULTS.md.
 
-Each target of issue 6 is a line: the figure, the reference it is measured against in the same
+Each target of issues 6 (S4-family layers, Mamba) and 13 (Mamba-2) is a line: the figure, the reference it is measured against in the same
 run (raw FFTW, the naive algorithm, the machine's FMA peak or memory bandwidth), the ratio, and
 whether the target is met. A benchmark that did not run is reported as missing, never invented.
 """
@@ -9,6 +9,7 @@ import glob
 import json
 import os
 import platform
+import re
 import sys
 
 results = {}
@@ -49,6 +50,11 @@ def seconds(name):
 def counter(name, key):
     b = results.get(name)
     return None if b is None else b.get(key)
+
+
+def fmt_v(v):
+    """A counter's value, or "not run" when its benchmark is missing."""
+    return "not run" if v is None else f"{v:g}"
 
 
 def fmt_s(s):
@@ -139,7 +145,68 @@ if step and bw and weight_bytes:
 else:
     target("Mamba block step, d_model 768, d_state 16, fp32 (>= 70% of the memory roofline)", fmt_s(step), "-", "-", None)
 
-# 6. Crossovers: the smallest L at which convolution (kernel generation included) beats recurrence, in the
+# 6-8. Mamba-2 (issue 13). The SSD scan at the mamba2-130m shape: the recurrence against the chunked form.
+# Every chunk size Q that ran is a candidate; the fastest is reported and named, with the default's figure
+# (the Q that Mamba2::forward uses unless configured).
+SSD_DEFAULT_Q = 64  # kSsdDefaultChunk, include/ssm/layers/ssd_scan.hpp
+SSD_SHAPE = "mamba2-130m shape (nheads 24, headdim 64, dstate 128, ngroups 1, L=2048, fp32)"
+
+
+def ssd_name(recurrent, q, threads):
+    return f"BM_SsdScan<float>/recurrent:{recurrent}/Q:{q}/threads:{threads}"
+
+
+ssd_rec = seconds(ssd_name(1, 64, 1))
+ssd_chunked = {}
+for n in results:
+    m = re.fullmatch(r"BM_SsdScan<float>/recurrent:0/Q:(\d+)/threads:1", n)
+    if m:
+        ssd_chunked[int(m.group(1))] = seconds(n)
+best_q = min(ssd_chunked, key=ssd_chunked.get) if ssd_chunked else None
+ssd_best = ssd_chunked.get(best_q)
+ssd_default = ssd_chunked.get(SSD_DEFAULT_Q)
+what = f"SSD scan, {SSD_SHAPE}, chunked vs recurrence, 1 thread (>= 5x)"
+if ssd_best and ssd_rec:
+    default_ratio = f"{ssd_rec / ssd_default:.1f}x" if ssd_default else "not run"
+    target(what, f"chunked, fastest Q={best_q}: {fmt_s(ssd_best)}; default Q={SSD_DEFAULT_Q}: {fmt_s(ssd_default)}",
+           f"recurrence {fmt_s(ssd_rec)}", f"{ssd_rec / ssd_best:.1f}x (Q={SSD_DEFAULT_Q}: {default_ratio})",
+           ssd_rec / ssd_best >= 5)
+else:
+    target(what, fmt_s(ssd_best), f"recurrence {fmt_s(ssd_rec)}", "-", None)
+
+# The chunked form's FLOP rate (counter gflops: its multiply-adds x 2 per second, counted for the Q of the
+# run) at the fastest Q, against the FMA peak. A larger Q does more flops, so the fastest run is not
+# always the one with the highest rate; the rate of the run a user gets is the one that matters.
+what = "SSD scan chunked, FLOP rate vs measured FMA peak, 1 thread (>= 40%)"
+ssd_gflops = counter(ssd_name(0, best_q, 1), "gflops") if best_q is not None else None
+ssd_gflops_default = counter(ssd_name(0, SSD_DEFAULT_Q, 1), "gflops")
+if ssd_gflops and fma:
+    default_rate = f"{ssd_gflops_default:.1f}" if ssd_gflops_default else "not run"
+    target(what, f"{ssd_gflops:.1f} GFLOP/s (fastest Q={best_q})",
+           f"FMA peak {fma / 1e9:.1f} GFLOP/s; default Q={SSD_DEFAULT_Q}: {default_rate} GFLOP/s",
+           f"{ssd_gflops * 1e9 / fma:.0%} of peak", ssd_gflops * 1e9 / fma >= 0.4)
+else:
+    target(what, "not run" if ssd_gflops is None else f"{ssd_gflops:.1f} GFLOP/s",
+           "-" if fma is None else f"FMA peak {fma / 1e9:.1f} GFLOP/s", "-", None)
+
+# Mamba-2 step at the 130m size: bytes/s (every parameter array plus the state read and written, per step;
+# a rotation of blocks that does not fit in cache) vs memory bandwidth, as the Mamba step above.
+STEP2 = "BM_Mamba2Step<float>/d_model:768"
+step2 = seconds(STEP2)
+step2_rate = counter(STEP2, "bytes_per_second")
+step2_weights = counter(STEP2, "weight_bytes")
+what = "Mamba-2 step, d_model 768 (mamba2-130m block), fp32 (>= 70% of the memory roofline)"
+if step2 and bw and step2_rate and step2_weights:
+    per_step = step2_rate * step2
+    target(what, fmt_s(step2),
+           f"{step2_rate / 1e9:.1f} GB/s of {bw / 1e9:.1f} GB/s measured ({per_step / 1e6:.1f} MB per step: "
+           f"{step2_weights / 1e6:.1f} MB weights + state read and written)",
+           f"{step2_rate / bw:.0%}", step2_rate / bw >= 0.7)
+else:
+    target(what, fmt_s(step2), "-", "-", None)
+
+
+# 9. Crossovers: the smallest L at which convolution (kernel generation included) beats recurrence, in the
 # H=64, N=64 series (names BM_<layer>Conv<float>/L/H/N; other H or N are other experiments).
 def series(prefix):
     out = {}
@@ -173,7 +240,7 @@ print(f"Machine: {platform.processor() or platform.machine()}, {cpus} CPUs at {m
       f"{bw / 1e9:.1f} GB/s." if fma and bw else "Machine line: roofline benchmarks missing.")
 print("\nProduced by `bench/run.sh` (the release preset: Release, -march=native; every benchmark run with "
       "--benchmark_min_time=0.2 and three repetitions in random order, of which the fastest is reported; one thread "
-      "unless the name ends in /2). Ratios compare figures from the same run; the machine is shared and noisy, so "
+      "unless the row says otherwise). Ratios compare figures from the same run; the machine is shared and noisy, so "
       "expect +-15%.\n")
 print("| target | figure | reference (same run) | ratio | status |")
 print("| --- | --- | --- | --- | --- |")
@@ -187,6 +254,15 @@ def rate(name, key="items_per_second"):
     return "not run" if v is None else f"{v:,.0f}/s"
 
 
+def speedup(one, two):
+    """'two-thread time vs one-thread time: ratio'."""
+    a, b = seconds(one), seconds(two)
+    return f"{fmt_s(b)} vs {fmt_s(a)}: " + (f"{a / b:.2f}x" if a and b else "-")
+
+
+FORWARD2 = "BM_Mamba2Forward<float>/d_model:768/L:2048/threads:{}"
+
+
 extra = [
     ("Mamba block step, hot weights (one block, as cache-resident as 15 MB allows)", fmt_s(seconds("BM_MambaStepHot<float>/768/16"))),
     ("Mamba block forward, d_model 768, L=2048, 1 / 2 threads",
@@ -195,9 +271,17 @@ extra = [
     ("Mamba LM greedy decoding, mamba-130m shape: 768, 24 layers, vocab 50280 (tokens/s)",
      rate("BM_MambaLMTokens<float>/768/24/50280")),
     ("Heap allocations per Mamba block step / per LM token",
-     f"{counter('BM_MambaStep<float>/768/16', 'allocations')} / {counter('BM_MambaLMTokens<float>/256/4/1024', 'allocations')}"),
+     f"{fmt_v(counter('BM_MambaStep<float>/768/16', 'allocations'))} / "
+     f"{fmt_v(counter('BM_MambaLMTokens<float>/256/4/1024', 'allocations'))}"),
     ("S4D / S4 / LRU step, H=64, N=64, fp32 (channel-samples/s)",
      " / ".join(rate(f"BM_{l}Step<float>/64/64") for l in ("S4D", "S4", "LRU"))),
+    ("Mamba-2 block forward, d_model 768, L=2048, 1 / 2 threads (prompt tokens/s)",
+     f"{rate(FORWARD2.format(1))} / {rate(FORWARD2.format(2))}"),
+    (f"SSD scan chunked (Q={SSD_DEFAULT_Q}), {SSD_SHAPE}, 2 threads vs 1",
+     speedup(ssd_name(0, SSD_DEFAULT_Q, 1), ssd_name(0, SSD_DEFAULT_Q, 2))),
+    ("Mamba-2 step, hot weights (one block, as cache-resident as 15 MB allows)",
+     fmt_s(seconds("BM_Mamba2StepHot<float>/d_model:768"))),
+    ("Heap allocations per Mamba-2 step", fmt_v(counter(STEP2, "allocations"))),
 ]
 print("\n| other figure | value |")
 print("| --- | --- |")
