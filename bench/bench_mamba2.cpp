@@ -28,6 +28,13 @@
 //   BM_Mamba2StepHot<float>/d_model:D      the same step always on one block (weights as cache-resident as
 //                                          their size allows): the compute-side bound of the step. Same
 //                                          counters (blocks = 1).
+//   BM_Mamba2LMDecode<float>                a Mamba-2 language model at the mamba2-130m shape (d_model 768, 24
+//                                          layers, vocab 50280, tied head), greedy decoding: one token per
+//                                          iteration through every layer, the final norm and the head.
+//                                          items/s = tokens/s.
+//   BM_Mamba2LMPrefill<float>/L:L/threads:T  the same model's prefill of a prompt of L tokens from fresh
+//                                          states (MambaLM::prefill: the chunked forward of every layer, the
+//                                          head on the last position). items/s = prompt tokens/s.
 //
 // Threads: with OpenMP, omp_set_num_threads(threads) for the run (1 where there is no thread argument)
 // and restored after; without OpenMP the 2-thread runs are skipped. Times are wall-clock (UseRealTime, so
@@ -38,6 +45,7 @@
 #include "roofline.hpp"
 
 #include "ssm/layers/mamba2.hpp"
+#include "ssm/models/mamba_lm.hpp"
 #include "ssm/layers/ssd_scan.hpp"
 
 #include <cmath>
@@ -192,6 +200,72 @@ BENCHMARK_TEMPLATE(BM_Mamba2StepHot, float)
     ->ArgNames({"d_model"})
     ->Arg(768)
     ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
+/// A Mamba-2 language model at the mamba2-130m shape (d_model 768, 24 layers, vocab 50280 padded to
+/// 50288, tied head), every block initialised as the reference does; built once and kept.
+template <class T>
+const ssm::MambaLM<T>& mamba2_130m_shape() {
+  static const ssm::MambaLM<T> lm = [] {
+    ssm::MambaLMConfig config;
+    config.d_model = 768;
+    config.n_layer = 24;
+    config.vocab_size = 50280;
+    config.pad_vocab_size_multiple = 16;
+    config.mixer = ssm::MambaMixer::mamba2;
+    config.block2.d_model = config.d_model;
+    std::vector<typename ssm::MambaLM<T>::Layer> layers;
+    for (Index i = 0; i < config.n_layer; ++i)
+      layers.push_back({VectorX<T>::Ones(config.d_model), block<T>(config.d_model, std::uint64_t(100 + i))});
+    const MatrixX<T> embedding = T(0.02) * ssm::bench::random_sequence<T>(config.padded_vocab_size(), config.d_model, 8);
+    return ssm::MambaLM<T>(config, embedding, std::move(layers), VectorX<T>::Ones(config.d_model));
+  }();
+  return lm;
+}
+
+/// Greedy decoding, one token per iteration (every layer's step, the final norm and the tied head over
+/// the whole vocabulary); items/s = tokens/s.
+template <class T>
+void BM_Mamba2LMDecode(benchmark::State& state) {
+  ThreadScope threads(state, 1);
+  const auto& lm = mamba2_130m_shape<T>();
+  auto s = lm.initial_state();
+  VectorX<T> logits(lm.vocab_size());
+  typename ssm::MambaLM<T>::Token token = 1;
+  for (auto _ : state) {
+    lm.step(token, s, logits);
+    Index best = 0;
+    logits.maxCoeff(&best);
+    token = best;
+  }
+  state.SetItemsProcessed(std::int64_t(state.iterations()));
+}
+
+/// Prompt prefill: the next-token logits after a prompt of L tokens from fresh states (MambaLM::prefill:
+/// the chunked forward of every layer, the head on the last position); items/s = prompt tokens/s.
+template <class T>
+void BM_Mamba2LMPrefill(benchmark::State& state) {
+  const Index L = state.range(0);
+  ThreadScope threads(state, int(state.range(1)));
+  if (!threads.ok()) return;
+  const auto& lm = mamba2_130m_shape<T>();
+  std::vector<typename ssm::MambaLM<T>::Token> prompt(static_cast<std::size_t>(L));
+  std::mt19937_64 gen(11);
+  for (auto& t : prompt) t = typename ssm::MambaLM<T>::Token(gen() % 50280);
+  for (auto _ : state) {
+    auto s = lm.initial_state();
+    VectorX<T> logits = lm.prefill(prompt, s);
+    benchmark::DoNotOptimize(logits.data());
+  }
+  state.SetItemsProcessed(std::int64_t(state.iterations()) * L);
+}
+
+BENCHMARK_TEMPLATE(BM_Mamba2LMDecode, float)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_Mamba2LMPrefill, float)
+    ->ArgNames({"L", "threads"})
+    ->Args({512, 1})
+    ->Args({512, 2})
+    ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
 }  // namespace

@@ -81,6 +81,7 @@ def target(what, figure, reference, ratio_text, met):
 
 
 fma = counter("BM_Roofline_FmaPeak_f32", "FLOP/s")
+fma_lanes = int(counter("BM_Roofline_FmaPeak_f32", "lanes") or 0)
 # Memory roofline: one core streaming reads with wide vector loads (roofline.hpp); every executable measures it,
 # so take the best of the runs.
 bw_candidates = [b.get("bytes_per_second") for n, b in results.items()
@@ -236,7 +237,8 @@ cpus = context.get("num_cpus", "?")
 mhz = context.get("mhz_per_cpu", "?")
 print("# Benchmark results\n")
 print(f"Machine: {platform.processor() or platform.machine()}, {cpus} CPUs at {mhz} MHz, {context.get('date', '')}. "
-      f"Measured FMA peak (fp32, 1 core): {fma / 1e9:.1f} GFLOP/s; memory read bandwidth (1 core): "
+      f"Measured FMA peak (fp32, 1 core, {fma_lanes}-lane vectors, the widest this build uses): {fma / 1e9:.1f} GFLOP/s; "
+      f"memory read bandwidth (1 core, four streams): "
       f"{bw / 1e9:.1f} GB/s." if fma and bw else "Machine line: roofline benchmarks missing.")
 print("\nProduced by `bench/run.sh` (the release preset: Release, -march=native; every benchmark run with "
       "--benchmark_min_time=0.2 and three repetitions in random order, of which the fastest is reported; one thread "
@@ -282,6 +284,10 @@ extra = [
     ("Mamba-2 step, hot weights (one block, as cache-resident as 15 MB allows)",
      fmt_s(seconds("BM_Mamba2StepHot<float>/d_model:768"))),
     ("Heap allocations per Mamba-2 step", fmt_v(counter(STEP2, "allocations"))),
+    ("Mamba-2 LM greedy decoding, mamba2-130m shape: 768, 24 layers, vocab 50280 (tokens/s)",
+     rate("BM_Mamba2LMDecode<float>")),
+    ("Mamba-2 LM prompt prefill, mamba2-130m shape, L=512 (MambaLM::prefill), 1 / 2 threads (tokens/s)",
+     f"{rate('BM_Mamba2LMPrefill<float>/L:512/threads:1')} / {rate('BM_Mamba2LMPrefill<float>/L:512/threads:2')}"),
 ]
 print("\n| other figure | value |")
 print("| --- | --- |")

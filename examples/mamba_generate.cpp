@@ -67,7 +67,7 @@ int main(int argc, char** argv) {
     // Prefill the prompt in one pass, then decode token by token (what generate() does, timed apart).
     auto state = lm.initial_state();
     const auto t0 = Clock::now();
-    ssm::VectorX<float> logits = lm.forward(prompt, state).bottomRows(1).transpose();  // the last position's
+    ssm::VectorX<float> logits = lm.prefill(prompt, state);  // the last position's logits
     const auto t1 = Clock::now();
     std::vector<std::int64_t> out;
     for (long k = 0; k < n_new; ++k) {

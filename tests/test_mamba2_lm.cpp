@@ -151,6 +151,27 @@ TYPED_TEST(Mamba2LMTest, StepEqualsForwardAndChunkedPrefillContinues) {
   EXPECT_EQ(lm.forward(ids, state), whole);
 }
 
+TYPED_TEST(Mamba2LMTest, PrefillIsTheLastRowOfForwardAndLeavesTheSameState) {
+  // prefill is model code shared by both mixers; the Mamba-1 model reaches it through generate.
+  using T = TypeParam;
+  const auto lm = MambaLM<T>::load(kDir);
+  std::vector<std::int64_t> ids = golden_ids("input_ids");
+  for (std::int64_t k = 0; k < 70; ++k) ids.push_back((k * 29 + 3) % 100);  // longer than one SSD chunk
+  auto by_prefill = lm.initial_state(), by_forward = lm.initial_state();
+  const VectorX<T> last = lm.prefill(ids, by_prefill);
+  const MatrixX<T> all = lm.forward(ids, by_forward);
+  // The same hidden row times the head, as a matrix-vector instead of a matrix-matrix product.
+  SSM_EXPECT_NEAR_REL(last, all.row(all.rows() - 1).transpose(), 8 * double(scalar_traits<T>::epsilon));
+  // Identical layer computations, so identical states: the next step's logits are bit-equal.
+  VectorX<T> next_a(lm.vocab_size()), next_b(lm.vocab_size());
+  lm.step(7, by_prefill, next_a);
+  lm.step(7, by_forward, next_b);
+  EXPECT_EQ(next_a, next_b);
+  auto s = lm.initial_state();
+  expect_error([&] { lm.prefill({}, s); }, {"MambaLM::prefill", "tokens", "at least one token"});
+  expect_error([&] { lm.prefill({lm.vocab_size()}, s); }, {"MambaLM::prefill"});
+}
+
 TEST(Mamba2LM, FloatAgreesWithDouble) {
   // Same bound as the Mamba-1 model: float logits within 1e-4 of max |logit| of the double model.
   const auto ids = golden_ids("input_ids");
