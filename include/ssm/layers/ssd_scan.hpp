@@ -34,16 +34,20 @@
 ///              + exp(cs_l) S_in C_l                                        inter-chunk: diag(exp cs) C S_in^T
 ///        S_out = exp(cs_{Q-1}) S_in + sum_s exp(cs_{Q-1} - cs_s) delta_s x_s B_s^T    (X^T diag(w) B)
 ///
-///    Per chunk and group, C B^T (Q x Q), the inter-chunk outputs C S_in^T of all the group's heads
-///    (Q x N by N x (H/G) P) and their new states (X_w^T B, (H/G) P x Q by Q x N, X_w = x with row s of
-///    head h scaled by exp(cs_last - cs_s) delta_s) are each one Eigen GEMM; only the intra-chunk
-///    product tri(M_h) X_h (Q x Q by Q x P) is per head. Cost about L H (Q P / 2 + 2 P N) + L G Q N
-///    multiply-adds, nearly all in matrix products, and L H Q / 2 exponentials. The last chunk may be
-///    shorter; any Q >= 1 works (Q = 1 is the recurrence written as products, Q >= L one chunk).
-///    Exponents are differences cs_l - cs_s <= 0 within one chunk, so nothing overflows whatever the decay.
+///    C B^T (Q x Q) is formed once per chunk and group. Then every head runs on its own, chunk by chunk,
+///    with its P x N state in a contiguous buffer: the inter-chunk output diag(exp cs) C S_in^T (Q x N
+///    by N x P), the intra-chunk tri(M_h) X_h (Q x Q by Q x P) and the new state X_w^T B (P x Q by Q x N,
+///    X_w = x with row s scaled by exp(cs_last - cs_s) delta_s) are each one Eigen GEMM. Cost about
+///    L H (Q P / 2 + 2 P N) + L G Q N multiply-adds, nearly all in matrix products, and L H Q / 2
+///    exponentials. The last chunk may be shorter; any Q >= 1 works (Q = 1 is the recurrence written as
+///    products, Q >= L one chunk). Exponents are differences cs_l - cs_s <= 0 within one chunk, so
+///    nothing overflows whatever the decay.
 ///
-/// With OpenMP (`_OPENMP` defined) the per-head work is spread across threads and Eigen threads the
-/// per-group products itself; inside an enclosing parallel region everything runs on the calling thread.
+/// With OpenMP (`_OPENMP` defined) both algorithms give whole heads to threads, in one parallel region
+/// per call with nothing shared between heads (no barrier per chunk: a thread descheduled by a busy
+/// machine delays only its own heads; an earlier design with a parallel region per chunk ran 15-50x
+/// slower on two threads sharing one core). Inside an enclosing parallel region everything runs on the
+/// calling thread.
 ///
 /// Example:
 /// \code
@@ -199,8 +203,8 @@ class SsdScan {
   /// The scan of L steps from `state` ((H P) x N), which is left as the state after the last step;
   /// the output goes to `out` (L x H P; it must not overlap x or z). z: the gate, or empty for none.
   /// Every shape is checked (ssm::error naming the argument). chunk_size: Q >= 1 (chunked only).
-  /// Allocates only scratch: the recurrence 2 L G N (B, C transposed), the chunked form
-  /// O((threads + G) Q^2 + Q H P + L H).
+  /// Allocates only scratch: the recurrence 2 L G N (B, C transposed), the chunked form L G Q (every
+  /// chunk's C B^T) and per thread P N + Q^2 + Q P + 4 Q.
   void run(const Eigen::Ref<const MatrixX<T>>& x, const Eigen::Ref<const MatrixX<T>>& dt,
            const Eigen::Ref<const MatrixX<T>>& B, const Eigen::Ref<const MatrixX<T>>& C,
            const Eigen::Ref<const MatrixX<T>>& z, Eigen::Ref<MatrixX<T>> state, Eigen::Ref<MatrixX<T>> out,
@@ -315,106 +319,103 @@ class SsdScan {
     if (failure) std::rethrow_exception(failure);
   }
 
-  /// The chunked matrix form (see the file comment), chunk by chunk. The products whose factors are
-  /// shared by the heads of a group run as one GEMM per group over all its heads (H P columns at once):
-  ///   inter-chunk  Y_g  = C_g S_g^T              (q x N by N x (H/G) P; then row l of head h times exp(cs_l))
-  ///   state        S_g += (diag(w_h) X_h)_h^T B_g  ((H/G) P x q by q x N; after S_h *= exp(cs_last))
-  /// and only the intra-chunk part, whose decay mask differs per head, is a product per head
-  /// (tri(M_h) X_h, q x q by q x P), with C_g B_g^T (q x q) formed once per group.
+  /// The chunked matrix form (see the file comment). Heads are independent, so each thread takes whole
+  /// heads and runs them chunk by chunk with the head's P x N state in a contiguous buffer (it stays
+  /// in cache for the whole sequence). Per chunk of q steps, with the group's C and B rows C_c, B_c:
+  ///   inter  Y   = diag(exp cs) C_c S^T                    (q x N by N x P)
+  ///   intra  Y  += tril(C_c B_c^T o decay o delta) X_c      (q x q by q x P; C_c B_c^T formed once per
+  ///                                                         group and chunk, before the heads)
+  ///   state  S   = exp(cs_last) S + (diag(w) X_c)^T B_c     (P x q by q x N)
   void chunked(const Eigen::Ref<const MatrixX<T>>& x, const Eigen::Ref<const MatrixX<T>>& dt,
                const Eigen::Ref<const MatrixX<T>>& B, const Eigen::Ref<const MatrixX<T>>& C,
                const Eigen::Ref<const MatrixX<T>>& z, Eigen::Ref<MatrixX<T>>& state, Eigen::Ref<MatrixX<T>>& out,
                Index Q) const {
     const Index L = x.rows(), H = nheads(), P = p_.headdim, G = p_.ngroups, N = p_.dstate;
-    const Index hpg = H / G;  // heads per group
-    // delta for every step and head, L x H.
-    MatrixX<T> delta_all(L, H);
-    for (Index h = 0; h < H; ++h)
-      for (Index t = 0; t < L; ++t) delta_all(t, h) = delta(dt(t, h), h);
-
-    const Index threads = thread_count(H);
-    std::vector<MatrixX<T>> Ms(threads, MatrixX<T>(Q, Q));  // per-thread mask o decay o C B^T o delta
-    std::vector<MatrixX<T>> CB(G, MatrixX<T>(Q, Q));
-    MatrixX<T> cs(Q, H), e(Q, H), w(Q, H);  // per head: cumulative log decay, exp(cs), exp(cs_last - cs) delta
-    MatrixX<T> Xw(Q, H * P);                // x with row l of head h scaled by w(l, h)
+    const Index chunks = (L + Q - 1) / Q;
+    // C_c B_c^T of every chunk and group: chunk c of group g is the Q x Q block at column (g chunks + c) Q.
+    MatrixX<T> CB(Q, G * chunks * Q);
     std::exception_ptr failure;
-
-    for (Index t0 = 0; t0 < L; t0 += Q) {
-      const Index q = std::min(Q, L - t0);
-      for (Index h = 0; h < H; ++h) {
-        const T A = p_.A[h];
-        T acc = 0;
-        for (Index l = 0; l < q; ++l) {
-          acc += delta_all(t0 + l, h) * A;
-          cs(l, h) = acc;
-        }
-        const T last = cs(q - 1, h);
-        e.col(h).head(q).array() = cs.col(h).head(q).array().exp();
-        w.col(h).head(q).array() = (last - cs.col(h).head(q).array()).exp() * delta_all.col(h).segment(t0, q).array();
-      }
-      // Inter-chunk outputs for every head of a group in one product (Eigen may thread it).
-      for (Index g = 0; g < G; ++g) {
-        out.block(t0, g * hpg * P, q, hpg * P).noalias() =
-            C.block(t0, g * N, q, N) * state.middleRows(g * hpg * P, hpg * P).transpose();
-        CB[g].topLeftCorner(q, q).noalias() = C.block(t0, g * N, q, N) * B.block(t0, g * N, q, N).transpose();
-      }
+    const Index threads = thread_count(std::max(H, G * chunks));
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
 #endif
-      for (Index h = 0; h < H; ++h) {
-        try {
-          intra_head(h, t0, q, x, delta_all, cs, e, w, CB[h / hpg], out, Xw, Ms[thread_id()]);
-          state.middleRows(h * P, P) *= std::exp(cs(q - 1, h));
-        } catch (...) {
-          record(failure);
-        }
+    for (Index gc = 0; gc < G * chunks; ++gc) {
+      try {
+        const Index g = gc / chunks, t0 = (gc % chunks) * Q, q = std::min(Q, L - t0);
+        CB.block(0, gc * Q, q, q).noalias() = C.block(t0, g * N, q, N) * B.block(t0, g * N, q, N).transpose();
+      } catch (...) {
+        record(failure);
       }
-      if (failure) std::rethrow_exception(failure);
-      // States of every head of a group in one product.
-      for (Index g = 0; g < G; ++g) {
-        state.middleRows(g * hpg * P, hpg * P).noalias() +=
-            Xw.block(0, g * hpg * P, q, hpg * P).transpose() * B.block(t0, g * N, q, N);
-      }
-      finish_chunk(t0, q, x, z, out);
     }
+    if (failure) std::rethrow_exception(failure);
+    std::vector<HeadScratch> scratch(threads, HeadScratch(Q, P, N));  // allocated before the parallel region
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+#endif
+    for (Index h = 0; h < H; ++h) {
+      try {
+        chunked_head(h, x, dt, B, C, z, CB, chunks, state, out, Q, scratch[thread_id()]);
+      } catch (...) {
+        record(failure);
+      }
+    }
+    if (failure) std::rethrow_exception(failure);
   }
 
-  /// Head h over the chunk [t0, t0 + q): scales its inter-chunk rows by exp(cs), adds the intra-chunk
-  /// product, and fills its columns of Xw.
-  void intra_head(Index h, Index t0, Index q, const Eigen::Ref<const MatrixX<T>>& x, const MatrixX<T>& delta_all,
-                  const MatrixX<T>& cs_all, const MatrixX<T>& e, const MatrixX<T>& w, const MatrixX<T>& CB,
-                  Eigen::Ref<MatrixX<T>>& out, MatrixX<T>& Xw, MatrixX<T>& Mbuf) const {
-    const Index P = p_.headdim;
-    const auto cs = cs_all.col(h).head(q);
-    const auto dl = delta_all.col(h).segment(t0, q);
-    const auto Xc = x.block(t0, h * P, q, P);
-    auto Yc = out.block(t0, h * P, q, P);
-    Yc = e.col(h).head(q).asDiagonal() * Yc;
-    // M(l, s) = (C_l . B_s) exp(cs_l - cs_s) delta_s for s <= l (the upper triangle is never read).
-    auto M = Mbuf.topLeftCorner(q, q);
-    for (Index j = 0; j < q; ++j) {
-      M.col(j).segment(j, q - j).array() =
-          CB.col(j).segment(j, q - j).array() * ((cs.segment(j, q - j).array() - cs[j]).exp() * dl[j]);
-    }
-    Yc.noalias() += M.template triangularView<Eigen::Lower>() * Xc;
-    Xw.block(0, h * P, q, P) = w.col(h).head(q).asDiagonal() * Xc;
-  }
+  /// What one thread reuses across heads in the chunked form.
+  struct HeadScratch {
+    HeadScratch(Index Q, Index P, Index N) : S(P, N), M(Q, Q), Xw(Q, P), delta(Q), cs(Q), e(Q), w(Q) {}
+    MatrixX<T> S;   ///< P x N: the head's state.
+    MatrixX<T> M;   ///< q x q: tril(C B^T o decay o delta).
+    MatrixX<T> Xw;  ///< q x P: the chunk's x, row s scaled by w_s.
+    VectorX<T> delta, cs, e, w;  ///< Per step of the chunk: delta, cumulative log decay, exp(cs), weights.
+  };
 
-  /// y = (y + D x) * silu(z) over the chunk's rows, all channels.
-  void finish_chunk(Index t0, Index q, const Eigen::Ref<const MatrixX<T>>& x, const Eigen::Ref<const MatrixX<T>>& z,
-                    Eigen::Ref<MatrixX<T>>& out) const {
-    const Index H = nheads(), P = p_.headdim;
-    auto Y = out.middleRows(t0, q);
-    const auto X = x.middleRows(t0, q);
-    if (p_.D.size() == H) {
-      for (Index h = 0; h < H; ++h) Y.middleCols(h * P, P) += p_.D[h] * X.middleCols(h * P, P);
-    } else if (p_.D.size() != 0) {
-      Y += X * p_.D.asDiagonal();
+  /// Head h over the whole sequence, chunk by chunk (see `chunked`), skip and gate included.
+  void chunked_head(Index h, const Eigen::Ref<const MatrixX<T>>& x, const Eigen::Ref<const MatrixX<T>>& dt,
+                    const Eigen::Ref<const MatrixX<T>>& B, const Eigen::Ref<const MatrixX<T>>& C,
+                    const Eigen::Ref<const MatrixX<T>>& z, const MatrixX<T>& CB,
+                    Index chunks, Eigen::Ref<MatrixX<T>>& state, Eigen::Ref<MatrixX<T>>& out, Index Q,
+                    HeadScratch& s) const {
+    const Index L = x.rows(), P = p_.headdim, N = p_.dstate, g = h / (nheads() / p_.ngroups);
+    const T A = p_.A[h];
+    s.S = state.middleRows(h * P, P);
+    for (Index c = 0; c < chunks; ++c) {
+      const Index t0 = c * Q, q = std::min(Q, L - t0);
+      T acc = 0;
+      for (Index l = 0; l < q; ++l) {
+        s.delta[l] = delta(dt(t0 + l, h), h);
+        acc += s.delta[l] * A;
+        s.cs[l] = acc;
+      }
+      const auto cs = s.cs.head(q);
+      s.e.head(q).array() = cs.array().exp();
+      s.w.head(q).array() = (cs[q - 1] - cs.array()).exp() * s.delta.head(q).array();
+      const auto Cc = C.block(t0, g * N, q, N);
+      const auto Xc = x.block(t0, h * P, q, P);
+      auto Yc = out.block(t0, h * P, q, P);
+      Yc.noalias() = Cc * s.S.transpose();
+      Yc = s.e.head(q).asDiagonal() * Yc;
+      // M(l, j) = (C_l . B_j) exp(cs_l - cs_j) delta_j for j <= l (the upper triangle is never read).
+      const auto CBc = CB.block(0, (g * chunks + c) * Q, q, q);
+      auto M = s.M.topLeftCorner(q, q);
+      for (Index j = 0; j < q; ++j) {
+        M.col(j).segment(j, q - j).array() =
+            CBc.col(j).segment(j, q - j).array() * ((cs.segment(j, q - j).array() - cs[j]).exp() * s.delta[j]);
+      }
+      Yc.noalias() += M.template triangularView<Eigen::Lower>() * Xc;
+      if (p_.D.size() == nheads()) Yc += p_.D[h] * Xc;
+      else if (p_.D.size() != 0) Yc += Xc * p_.D.segment(h * P, P).asDiagonal();
+      if (z.size()) {
+        const auto Z = z.block(t0, h * P, q, P).array();
+        Yc.array() *= Z / (T(1) + (-Z).exp());
+      }
+      auto Xw = s.Xw.topRows(q);
+      Xw = s.w.head(q).asDiagonal() * Xc;
+      s.S *= std::exp(cs[q - 1]);
+      s.S.noalias() += Xw.transpose() * B.block(t0, g * N, q, N);
     }
-    if (z.size()) {
-      const auto Z = z.middleRows(t0, q).array();
-      Y.array() *= Z / (T(1) + (-Z).exp());
-    }
+    state.middleRows(h * P, P) = s.S;
   }
 
   static void record(std::exception_ptr& failure) {
