@@ -6,6 +6,7 @@
 #include "ssm/layers/mamba.hpp"
 #include "ssm/layers/mamba2.hpp"
 #include "ssm/layers/s4.hpp"
+#include "ssm/layers/s4_block.hpp"
 #include "ssm/layers/s4d.hpp"
 #include "test_support.hpp"
 
@@ -22,6 +23,7 @@ static_assert(is_layer_v<LinearRecurrentUnit<float>> && is_layer_v<LinearRecurre
               "LinearRecurrentUnit must satisfy the layer concept");
 static_assert(is_layer_v<Mamba<float>> && is_layer_v<Mamba<double>>, "Mamba must satisfy the layer concept");
 static_assert(is_layer_v<Mamba2<float>> && is_layer_v<Mamba2<double>>, "Mamba2 must satisfy the layer concept");
+static_assert(is_layer_v<S4Block<float>> && is_layer_v<S4Block<double>>, "S4Block must satisfy the layer concept");
 static_assert(!is_layer_v<int> && !is_layer_v<S4Params<float>>, "the concept check must be able to fail");
 
 namespace {
@@ -91,6 +93,25 @@ struct Maker<Mamba2<T>> {
   }
 };
 
+/// A unidirectional block with two output channels (D (2, H), two C rows on one state), GELU and the
+/// output Linear + GLU; l_max 64 covers every convolution of these tests.
+template <class T>
+struct Maker<S4Block<T>> {
+  static S4Block<T> make(std::mt19937_64& gen) {
+    S4BlockConfig c;
+    c.d_model = 4;
+    c.d_state = 8;
+    c.l_max = 64;
+    c.channels = 2;
+    c.mode = S4BlockKernel::diagonal;
+    c.init = "diag-inv";
+    return S4Block<T>::initialise(c, gen);
+  }
+  static void randomise(const S4Block<T>&, typename S4Block<T>::State& s, std::mt19937_64& gen) {
+    s.diagonal.x = random_complex<T>(s.diagonal.x.rows(), s.diagonal.x.cols(), gen);
+  }
+};
+
 /// The same layer template over double (declared only, for decltype).
 template <template <class> class Layer, class T>
 Layer<double> widened(const Layer<T>&);
@@ -107,7 +128,8 @@ template <class X>
 class LayerConcept : public ::testing::Test {};
 
 using Layers = ::testing::Types<S4<float>, S4<double>, S4D<float>, S4D<double>, LinearRecurrentUnit<float>,
-                                LinearRecurrentUnit<double>, Mamba<float>, Mamba<double>, Mamba2<float>, Mamba2<double>>;
+                                LinearRecurrentUnit<double>, Mamba<float>, Mamba<double>, Mamba2<float>, Mamba2<double>,
+                                S4Block<float>, S4Block<double>>;
 TYPED_TEST_SUITE(LayerConcept, Layers);
 
 TYPED_TEST(LayerConcept, ForwardFromZeroEqualsForwardFromInitialStateAndSteps) {

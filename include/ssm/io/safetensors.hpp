@@ -27,16 +27,36 @@
 
 namespace ssm::io {
 
-/// Element types the reader converts from.
-enum class TensorDtype { F16, BF16, F32, F64 };
+/// Element types the reader converts from: floating point (read with `values<T>` / `matrix<T>`) and, for
+/// buffers such as a step counter or S4's `l_kernel`, signed integers (read with `integers`). Other dtypes
+/// (I8, U8, BOOL, ...) are refused when the header is parsed.
+enum class TensorDtype { F16, BF16, F32, F64, I32, I64 };
+
+/// True for the integer dtypes (I32, I64).
+inline bool is_integer_dtype(TensorDtype d) { return d == TensorDtype::I32 || d == TensorDtype::I64; }
+
+/// The dtype's name as the format writes it ("F32", "I64", ...).
+inline const char* dtype_name(TensorDtype d) {
+  switch (d) {
+    case TensorDtype::F16: return "F16";
+    case TensorDtype::BF16: return "BF16";
+    case TensorDtype::F32: return "F32";
+    case TensorDtype::F64: return "F64";
+    case TensorDtype::I32: return "I32";
+    case TensorDtype::I64: return "I64";
+  }
+  return "?";
+}
 
 /// Bytes per element.
 inline std::size_t dtype_size(TensorDtype d) {
   switch (d) {
     case TensorDtype::F16:
     case TensorDtype::BF16: return 2;
-    case TensorDtype::F32: return 4;
-    case TensorDtype::F64: return 8;
+    case TensorDtype::F32:
+    case TensorDtype::I32: return 4;
+    case TensorDtype::F64:
+    case TensorDtype::I64: return 8;
   }
   return 0;
 }
@@ -125,10 +145,14 @@ class SafetensorsFile {
   /// String metadata from "__metadata__" (empty when absent).
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
-  /// The tensor's elements in PyTorch's C order, converted to `T` (float or double).
+  /// The tensor's elements in PyTorch's C order, converted to `T` (float or double). A floating-point tensor
+  /// only: an integer one (I32, I64) is an `ssm::error` pointing to `integers`.
   template <class T>
   std::vector<T> values(const std::string& name) const {
     const TensorInfo& t = info(name);
+    if (is_integer_dtype(t.dtype))
+      fail(ssm::detail::concat("tensor '", name, "': expected a floating-point dtype (F16, BF16, F32, F64), got ",
+                               dtype_name(t.dtype), " (read integer tensors with integers())"));
     const unsigned char* p = data_begin() + t.begin;
     const std::size_t n = static_cast<std::size_t>(t.numel());
     std::vector<T> out(n);
@@ -145,7 +169,25 @@ class SafetensorsFile {
       case TensorDtype::F64:
         for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<T>(load<double>(p + 8 * i));
         break;
+      case TensorDtype::I32:
+      case TensorDtype::I64: break;  // refused above
     }
+    return out;
+  }
+
+  /// An integer tensor's elements (I32 or I64, little-endian) in PyTorch's C order, as int64. A 0-d tensor
+  /// (a scalar buffer such as S4's `l_kernel`) gives one value. A floating-point tensor is an `ssm::error`.
+  std::vector<std::int64_t> integers(const std::string& name) const {
+    const TensorInfo& t = info(name);
+    if (!is_integer_dtype(t.dtype))
+      fail(ssm::detail::concat("tensor '", name, "': expected an integer dtype (I32, I64), got ", dtype_name(t.dtype)));
+    const unsigned char* p = data_begin() + t.begin;
+    const std::size_t n = static_cast<std::size_t>(t.numel());
+    std::vector<std::int64_t> out(n);
+    if (t.dtype == TensorDtype::I64)
+      for (std::size_t i = 0; i < n; ++i) out[i] = load<std::int64_t>(p + 8 * i);
+    else
+      for (std::size_t i = 0; i < n; ++i) out[i] = load<std::int32_t>(p + 4 * i);
     return out;
   }
 
@@ -229,7 +271,9 @@ class SafetensorsFile {
       else if (d == "BF16") t.dtype = TensorDtype::BF16;
       else if (d == "F32") t.dtype = TensorDtype::F32;
       else if (d == "F64") t.dtype = TensorDtype::F64;
-      else fail(ssm::detail::concat(where, ": dtype: expected F16, BF16, F32 or F64, got ", d));
+      else if (d == "I32") t.dtype = TensorDtype::I32;
+      else if (d == "I64") t.dtype = TensorDtype::I64;
+      else fail(ssm::detail::concat(where, ": dtype: expected F16, BF16, F32, F64, I32 or I64, got ", d));
 
       const auto shape = entry.find("shape");
       if (shape == entry.end() || !shape->is_array() || shape->size() > 16)
