@@ -15,7 +15,10 @@ find tests/data -name '*.npy' -size -64k -exec cp {} "$corpus_root/npy/" \; 2>/d
 # Distinct names for the seeds (many cases have an A.npy).
 i=0; for f in $(find tests/data -name '*.npy' -size -64k); do cp "$f" "$corpus_root/npy/seed_$i.npy"; i=$((i+1)); done
 cp tests/data/mamba_lm/model.safetensors "$corpus_root/safetensors/"
+cp tests/data/s4block_dplr_legs/model.safetensors "$corpus_root/safetensors/s4block.safetensors"  # holds an I64
 cp tests/data/mamba_lm/config.json "$corpus_root/config/"
+cp tests/data/mamba2_lm/config.json "$corpus_root/config/mamba2_config.json"
+cp tests/data/s4block_nplr_s4yaml/config.json "$corpus_root/config/s4block_config.json"
 
 export ASAN_OPTIONS="detect_leaks=1:allocator_may_return_null=0"
 for target in build/fuzz/tests/fuzz/fuzz_*; do

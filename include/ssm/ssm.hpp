@@ -26,6 +26,7 @@
 #include "ssm/layers/s4.hpp"
 #include "ssm/layers/s4d.hpp"
 #include "ssm/layers/lru.hpp"
+#include "ssm/layers/s4_block.hpp"
 #include "ssm/layers/selective_scan.hpp"
 #include "ssm/layers/mamba.hpp"
 #include "ssm/layers/ssd_scan.hpp"

@@ -1,5 +1,7 @@
-// libFuzzer target: the Mamba checkpoint's config.json reader must reject or accept any text
-// without crashing, and an accepted config must have sizes that are all >= 1.
+// libFuzzer target: the config.json readers (the Mamba-1 / Mamba-2 language model's and the S4 block's)
+// must reject or accept any text without crashing, and an accepted config must have sizes that are
+// all >= 1 and that divide as the layer needs.
+#include "ssm/layers/s4_block.hpp"
 #include "ssm/models/mamba_lm.hpp"
 
 #include <cstddef>
@@ -10,9 +12,22 @@
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   try {
     const auto config = ssm::MambaLMConfig::parse(std::string(reinterpret_cast<const char*>(data), size), "fuzz");
-    if (config.d_model < 1 || config.n_layer < 1 || config.vocab_size < 1 || config.block.d_state < 1 ||
-        config.block.d_conv < 1 || config.block.d_inner() < 1 || config.padded_vocab_size() < config.vocab_size)
+    if (config.d_model < 1 || config.n_layer < 1 || config.vocab_size < 1 || config.padded_vocab_size() < config.vocab_size)
       std::abort();  // accepted an invalid config
+    if (config.mixer == ssm::MambaMixer::mamba1) {
+      const ssm::MambaConfig& b = config.block;
+      if (b.d_state < 1 || b.d_conv < 1 || b.d_inner() < 1) std::abort();
+    } else {
+      const ssm::Mamba2Config& b = config.block2;
+      if (b.d_state < 1 || b.d_conv < 1 || b.headdim < 1 || b.ngroups < 1 || b.nheads() < 1 ||
+          b.nheads() % b.ngroups != 0 || b.ssm_channels() % b.headdim != 0 || b.ssm_channels() > b.d_inner())
+        std::abort();
+    }
+  } catch (const ssm::error&) {
+  }
+  try {
+    const auto config = ssm::S4BlockConfig::parse(std::string(reinterpret_cast<const char*>(data), size), "fuzz");
+    if (config.d_model < 1 || config.d_state < 1 || config.channels < 1 || config.kernel_rows() < 1) std::abort();
   } catch (const ssm::error&) {
   }
   return 0;

@@ -9,8 +9,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try {
     const auto file = ssm::io::SafetensorsFile::parse(std::vector<unsigned char>(data, data + size), "fuzz");
     for (const auto& name : file.names()) {
-      (void)file.values<float>(name);
-      (void)file.matrix<double>(name);
+      if (ssm::io::is_integer_dtype(file.info(name).dtype)) {
+        (void)file.integers(name);
+      } else {
+        (void)file.values<float>(name);
+        (void)file.matrix<double>(name);
+      }
     }
   } catch (const ssm::error&) {
   }
