@@ -330,5 +330,17 @@ TEST(Mamba2LM, StateOfAnotherModelIsRejected) {
   expect_error([&] { lm2.step(112, state2, logits); }, {"token", "[0, 112)"});
 }
 
+TEST(Mamba2LM, LayersOfTheOtherMixerThanTheConfigSaysAreRefused) {
+  const auto lm2 = MambaLM<float>::load(kDir);
+  MambaLMConfig says_mamba1 = lm2.config();
+  says_mamba1.mixer = MambaMixer::mamba1;
+  expect_error([&] { MambaLM<float>(says_mamba1, lm2.embedding(), lm2.layers(), lm2.norm_f()); },
+               {"MambaLM", "layers[i].mixer", "config.mixer is mamba1", "Mamba2"});
+  // The same pieces under their own config build the same model.
+  const MambaLM<float> rebuilt(lm2.config(), lm2.embedding(), lm2.layers(), lm2.norm_f());
+  const std::vector<std::int64_t> ids = {1, 2, 3};
+  EXPECT_EQ(rebuilt.forward(ids), lm2.forward(ids));
+}
+
 }  // namespace
 }  // namespace ssm::test

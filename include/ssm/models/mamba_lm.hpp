@@ -315,8 +315,11 @@ class MambaLM {
           detail::concat("vocab x ", dm, " (vocab x d_model)"), shape_string(embedding_.rows(), embedding_.cols()));
     check(Index(layers_.size()) == config_.n_layer, where, "layers", detail::concat(config_.n_layer, " (n_layer)"),
           detail::concat(layers_.size()));
+    const std::size_t kind = config_.mixer == MambaMixer::mamba2 ? 1 : 0;  // the Mixer alternative config says
     for (const Layer& l : layers_) {
       check_size(l.norm_weight, dm, where, "layers[i].norm_weight", "d_model");
+      check(l.mixer.index() == kind, where, "layers[i].mixer", kind ? "Mamba2 (config.mixer is mamba2)" : "Mamba (config.mixer is mamba1)",
+            l.mixer.index() ? "Mamba2" : "Mamba");
       const Index mixer_width = std::visit([](const auto& m) { return m.channels(); }, l.mixer);
       check(mixer_width == dm, where, "layers[i].mixer", detail::concat("d_model ", dm),
             detail::concat("d_model ", mixer_width));
