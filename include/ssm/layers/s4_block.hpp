@@ -649,8 +649,8 @@ inline double s4_param_transform(double v, const std::string& transform) {
   if (transform == "none") return v;
   if (transform == "exp") return std::exp(v);
   if (transform == "relu") return (v > 0 ? v : 0.0) + 1e-4;
-  if (transform == "sigmoid") return 1.0 / (1.0 + std::exp(-v));
-  if (transform == "softplus") return nn::softplus(v);
+  if (transform == "sigmoid") return nn::sigmoid(v);
+  if (transform == "softplus") return ssm::softplus(v);
   check(false, "S4Block::load", "config transform", "'none', 'exp', 'relu', 'sigmoid' or 'softplus'", "'" + transform + "'");
   return v;  // not reached
 }

@@ -16,6 +16,7 @@
 /// Inputs are L x n matrices whose rows are time steps and whose columns are features. Every activation is
 /// elementwise (L x n out) except GLU, which halves the features (L x 2n in, L x n out).
 
+#include "ssm/core/activations.hpp"
 #include "ssm/core/error.hpp"
 #include "ssm/core/types.hpp"
 #include "ssm/nn/gelu.hpp"
@@ -64,12 +65,6 @@ inline Activation activation_from_name(const std::string& name, const char* what
   return Activation::identity;  // not reached
 }
 
-/// softplus(x) = log(1 + exp(x)), and x itself for x > 20 (PyTorch's threshold, beta = 1).
-template <class T>
-T softplus(T x) {
-  return x > T(20) ? x : std::log1p(std::exp(x));
-}
-
 /// f(x) for one value of an elementwise activation (GLU is not elementwise: ssm::error).
 template <class T, std::enable_if_t<std::is_floating_point_v<T>, int> = 0>
 T activate(Activation a, T x) {
@@ -81,7 +76,7 @@ T activate(Activation a, T x) {
     case Activation::elu: return x > T(0) ? x : std::expm1(x);
     case Activation::silu: return x * sigmoid(x);
     case Activation::sigmoid: return sigmoid(x);
-    case Activation::softplus: return softplus(x);
+    case Activation::softplus: return ssm::softplus(x);  // core/activations.hpp, shared with the Mamba layers
     case Activation::glu: break;
   }
   check(false, "nn::activate", "activation", "an elementwise activation", "glu (it needs a whole row: use glu())");
