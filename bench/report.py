@@ -294,6 +294,36 @@ print("| --- | --- |")
 for what, value in extra:
     print(f"| {what} | {value} |")
 
+
+# The GPL-free FFT backend (bench_fft_eigen, Eigen's kissfft) against FFTW, same run. Raw transforms at the same
+# size in one binary; the convolution and the S4 kernel against the FFTW-backend lines of bench_fft / bench_kernels.
+def backend_row(what, eigen_name, fftw_name, fftw_label):
+    e, f = seconds(eigen_name), seconds(fftw_name)
+    ratio = f"{e / f:.2f}x" if e and f else "-"
+    return f"| {what} | {fmt_s(e)} | {fftw_label} {fmt_s(f)} | {ratio} |"
+
+
+backend_rows = [
+    backend_row(f"raw r2c + c2r, size for L={L}, H={H}, fp32", f"BM_EigenRawFFT<float>/{L}/{H}",
+                f"BM_FFTWRawFFT<float>/{L}/{H}", "raw FFTW, same size")
+    for L, H in ((1024, 256), (16384, 256), (131072, 32))
+] + [
+    backend_row("raw r2c + c2r, size for L=16384, H=256, fp64", "BM_EigenRawFFT<double>/16384/256",
+                "BM_FFTWRawFFT<double>/16384/256", "raw FFTW, same size"),
+    backend_row("FFT causal convolution, L=16384, H=256, fp32", "BM_EigenCausalConv<float>/16384/256",
+                "BM_CausalConv<float>/16384/256", "FFTW backend"),
+    backend_row("FFT causal convolution, L=131072, H=32, fp32", "BM_EigenCausalConv<float>/131072/32",
+                "BM_CausalConv<float>/131072/32", "FFTW backend"),
+    backend_row("FFT causal convolution, L=16384, H=256, fp64", "BM_EigenCausalConv<double>/16384/256",
+                "BM_CausalConv<double>/16384/256", "FFTW backend"),
+    backend_row("S4 DPLR kernel, H=256, N=64, L=16384, fp64", "BM_EigenCauchyKernel<double>/256/64/16384",
+                "BM_CauchyKernel<double>/256/64/16384/1", "FFTW backend"),
+]
+print("\n| Eigen FFT backend (GPL-free), 1 thread | Eigen | FFTW (same run) | Eigen / FFTW |")
+print("| --- | --- | --- | --- |")
+for r in backend_rows:
+    print(r)
+
 analysis = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ANALYSIS.md")
 if os.path.exists(analysis):
     print()

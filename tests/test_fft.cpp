@@ -14,29 +14,42 @@ template <class T>
 class FFTTest : public ::testing::Test {};
 TYPED_TEST_SUITE(FFTTest, Scalars);
 
-TEST(FastSize, IsSmoothEvenAndMinimal) {
-  for (Index m : {1, 2, 3, 17, 127, 1999, 8191, 131073}) {
+// The backend's fast sizes: FFTW's are even with prime factors 2, 3, 5, 7; kissfft's multiples of 4 with 2, 3, 5.
+bool is_fast_size(Index n) {
+  if (n % fft::backend::fast_multiple != 0) return false;
+  for (int p : fft::backend::fast_primes)
+    while (n % p == 0) n /= p;
+  return n == 1;
+}
+
+TEST(FastSize, IsSmoothAMultipleAndMinimal) {
+  for (Index m : {1, 2, 3, 4, 5, 17, 127, 1999, 8191, 131073}) {
     const Index n = fft::fast_size(m);
     EXPECT_GE(n, m);
-    EXPECT_EQ(n % 2, 0);
-    Index r = n;
-    for (Index p : {2, 3, 5, 7})
-      while (r % p == 0) r /= p;
-    EXPECT_EQ(r, 1) << n;
-    for (Index c = std::max<Index>(m, 2); c < n; ++c) {  // nothing smaller qualifies
-      Index q = c;
-      for (Index p : {2, 3, 5, 7})
-        while (q % p == 0) q /= p;
-      EXPECT_FALSE(q == 1 && c % 2 == 0) << "smaller fast size " << c << " for " << m;
-    }
+    EXPECT_TRUE(is_fast_size(n)) << n;
+    for (Index c = 1; c < n; ++c)  // nothing smaller qualifies
+      EXPECT_FALSE(c >= m && is_fast_size(c)) << "smaller fast size " << c << " for " << m;
   }
+  EXPECT_EQ(fft::fast_size(Index(1) << 30), Index(1) << 30);
   EXPECT_THROW(fft::fast_size(0), ssm::error);
+}
+
+TEST(FastSize, NamesTheBackend) {
+#if defined(SSM_FFT_BACKEND_EIGEN) && SSM_FFT_BACKEND_EIGEN
+  EXPECT_STREQ(fft::backend::name, "Eigen FFT (kissfft)");
+  EXPECT_FALSE(fft::backend::gpl);
+  EXPECT_EQ(fft::backend::fast_multiple, 4);
+#else
+  EXPECT_STREQ(fft::backend::name, "FFTW 3");
+  EXPECT_TRUE(fft::backend::gpl);
+  EXPECT_EQ(fft::backend::fast_multiple, 2);
+#endif
 }
 
 TYPED_TEST(FFTTest, ForwardMatchesDirectDFT) {
   using T = TypeParam;
   std::mt19937_64 gen(7);
-  for (Index n : {1, 2, 5, 16, 63}) {
+  for (Index n : {1, 2, 3, 5, 6, 7, 16, 63, 100, 240}) {
     const auto plan = fft::real_fft<T>(n);
     fft::Buffer<T> x(n);
     fft::Buffer<std::complex<T>> X(n / 2 + 1);
@@ -212,6 +225,38 @@ TYPED_TEST(FFTTest, ManyThreadsShareThePlanCache) {
   }
   for (auto& th : threads) th.join();
   for (int v : ok) EXPECT_EQ(v, 1);
+}
+
+// Threads running one plan at the same moment (FFTW: one plan, re-entrant execution; Eigen: a pool of
+// engines, one per concurrent caller) each get exactly the single-threaded answer.
+TYPED_TEST(FFTTest, ConcurrentCallsOnOnePlanAgreeWithOneThread) {
+  using T = TypeParam;
+  for (Index n : {96, 250, 1000}) {
+    const auto plan = fft::real_fft<T>(n);
+    fft::Buffer<T> x(n), back(n);
+    fft::Buffer<std::complex<T>> X(n / 2 + 1), X_copy(n / 2 + 1);
+    for (Index j = 0; j < n; ++j) x[j] = T((j * 7) % 13) - T(6);
+    plan->forward(x, X);
+    for (Index k = 0; k <= n / 2; ++k) X_copy[k] = X[k];
+    plan->inverse(X_copy, back);
+    std::vector<int> mismatches(6, 0);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 6; ++t) {
+      threads.emplace_back([&, t] {
+        fft::Buffer<T> xt(n), backt(n);
+        fft::Buffer<std::complex<T>> Xt(n / 2 + 1);
+        for (int rep = 0; rep < 50; ++rep) {
+          for (Index j = 0; j < n; ++j) xt[j] = x[j];
+          plan->forward(xt, Xt);
+          for (Index k = 0; k <= n / 2; ++k) mismatches[std::size_t(t)] += Xt[k] != X[k];
+          plan->inverse(Xt, backt);
+          for (Index j = 0; j < n; ++j) mismatches[std::size_t(t)] += backt[j] != back[j];
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    for (int m : mismatches) EXPECT_EQ(m, 0) << "n = " << n;
+  }
 }
 
 }  // namespace

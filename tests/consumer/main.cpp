@@ -1,7 +1,12 @@
-// Built against the installed package in CI: includes the umbrella header and convolves.
+// Built against the installed package in CI (modes "all" and "no_openmp", see CMakeLists.txt): includes
+// the umbrella header and convolves.
 #include <ssm/ssm.hpp>
 
 #include <cstdio>
+
+#if defined(CONSUMER_WITHOUT_OPENMP) && defined(_OPENMP)
+#error "consumer: linked without ssm::openmp, yet compiled with OpenMP"
+#endif
 
 int main() {
   ssm::Sequence<double> u = ssm::Sequence<double>::Zero(8, 2);
@@ -10,6 +15,6 @@ int main() {
   const ssm::Sequence<double> y = ssm::causal_convolution(u, k);
   const bool ok = std::abs(y(0, 0) - 1) < 1e-12 && std::abs(y(2, 0) - 1) < 1e-12 && std::abs(y(3, 0)) < 1e-12 &&
                   std::abs(y(5, 1)) < 1e-12;
-  std::printf("consumer: ssm %s\n", ok ? "works" : "is BROKEN");
+  std::printf("consumer: ssm %s (FFT backend: %s)\n", ok ? "works" : "is BROKEN", ssm::fft::backend::name);
   return ok ? 0 : 1;
 }
