@@ -14,6 +14,7 @@ if ((small)); then
   run "$bin/streaming" 16 16 2048
   run "$bin/mamba_generate" --new 8
   run "$bin/mamba_generate" --model tests/data/mamba2_lm --new 8
+  run "$bin/s4_classifier"
 else
   run "$bin/hippo_memory" 64 4000 "$out/hippo_memory.svg"
   run "$bin/convolution_demo"
@@ -21,4 +22,5 @@ else
   run "$bin/streaming" 64 64 16384
   run "$bin/mamba_generate"
   run "$bin/mamba_generate" --model tests/data/mamba2_lm
+  run "$bin/s4_classifier"
 fi

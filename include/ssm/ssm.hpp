@@ -32,5 +32,7 @@
 #include "ssm/layers/ssd_scan.hpp"
 #include "ssm/layers/mamba2.hpp"
 #include "ssm/models/mamba_lm.hpp"
+#include "ssm/models/s4_model.hpp"
+#include "ssm/models/sampling.hpp"
 #include "ssm/io/npy.hpp"
 #include "ssm/io/safetensors.hpp"

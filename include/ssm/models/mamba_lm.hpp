@@ -78,6 +78,8 @@
 /// \code
 ///   auto lm = ssm::MambaLM<float>::load("checkpoints/mamba-130m");
 ///   std::vector<std::int64_t> next = lm.generate({510, 3158, 8516}, 20);   // greedy
+///   ssm::GenerationOptions sample;  sample.sampling = {0.8, 40, 0.95, 7};    // temperature, top-k, top-p, seed
+///   lm.generate(prompt, 20, sample, [](std::int64_t t) { std::cout << t << ' '; return true; });
 ///   // or by hand, in the words of every layer (core/layer.hpp):
 ///   auto state = lm.initial_state();
 ///   ssm::MatrixX<float> prompt_logits = lm.forward({510, 3158, 8516}, state);   // L x vocab
@@ -93,11 +95,14 @@
 #include "ssm/io/safetensors.hpp"
 #include "ssm/layers/mamba.hpp"
 #include "ssm/layers/mamba2.hpp"
+#include "ssm/models/sampling.hpp"
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <fstream>
 #include <iterator>
 #include <set>
@@ -452,20 +457,29 @@ class MambaLM {
     logits.noalias() = lm_head() * state.normed;
   }
 
-  /// Greedy decoding: the prompt is run through `prefill` (one pass), then `n_new` tokens are each
-  /// the argmax of the logits (the first on a tie) and fed back with `step`. Returns the new tokens.
-  std::vector<Token> generate(const std::vector<Token>& prompt, Index n_new) const {
-    check(!prompt.empty(), "MambaLM::generate", "prompt", "at least one token", "none");
-    check(n_new >= 0, "MambaLM::generate", "n_new", "a count >= 0", detail::concat(n_new));
+  /// Decoding: the prompt is run through `prefill` (one pass), then up to `n_new` tokens are each chosen
+  /// from the logits by a `Sampler` with `options.sampling` (greedy by default: the argmax, the first on a
+  /// tie; sampling.hpp gives the draw) and fed back with `step`. Ends early after a token of
+  /// `options.stop_tokens` (which is returned) or when `on_token`, called with each new token as it is
+  /// chosen (to stream text out), returns false. Returns the new tokens.
+  std::vector<Token> generate(const std::vector<Token>& prompt, Index n_new, const GenerationOptions& options = {},
+                              const std::function<bool(Token)>& on_token = {}) const {
+    constexpr const char* where = "MambaLM::generate";
+    check(!prompt.empty(), where, "prompt", "at least one token", "none");
+    check(n_new >= 0, where, "n_new", "a count >= 0", detail::concat(n_new));
+    options.sampling.validate(where);
+    Sampler sampler(options.sampling);
     State state = initial_state();
     VectorX<Scalar> logits = prefill(prompt, state);
     std::vector<Token> out;
     out.reserve(std::size_t(n_new));
     for (Index k = 0; k < n_new; ++k) {
-      Index best = 0;
-      logits.maxCoeff(&best);
-      out.push_back(Token(best));
-      if (k + 1 < n_new) step(Token(best), state, logits);
+      const Token token = sampler.next(logits);
+      out.push_back(token);
+      const bool go_on = !on_token || on_token(token);
+      const bool stop = std::find(options.stop_tokens.begin(), options.stop_tokens.end(), token) != options.stop_tokens.end();
+      if (!go_on || stop) break;
+      if (k + 1 < n_new) step(token, state, logits);
     }
     return out;
   }
