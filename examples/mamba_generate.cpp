@@ -1,11 +1,12 @@
-// Greedy text continuation with a Mamba-1 or Mamba-2 language model checkpoint.
+// Text continuation with a Mamba-1 or Mamba-2 language model checkpoint: greedy, or sampled.
 //
-//   mamba_generate [--model DIR] [--new N] [token id ...]
+//   mamba_generate [--model DIR] [--new N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [token id ...]
 //
 // DIR holds model.safetensors and config.json in the reference's names (state-spaces/mamba); the
 // mixer follows config.json's ssm_cfg.layer ("Mamba1", the default, or "Mamba2"). The default DIR is
 // the tiny Mamba-1 model of the test suite; tests/data/mamba2_lm is its Mamba-2 counterpart. Token ids are the tokenizer's integers (this example
-// does no tokenisation). Prints the new token ids and the prefill and decode speeds.
+// does no tokenisation). Greedy unless --temperature > 0 (then a seeded draw with the top-k / top-p
+// filters of ssm/models/sampling.hpp). Prints the new token ids and the prefill and decode speeds.
 #include "ssm/models/mamba_lm.hpp"
 
 #include <chrono>
@@ -27,7 +28,9 @@ std::string default_model_dir() {
 }
 
 int usage(const char* argv0) {
-  std::fprintf(stderr, "usage: %s [--model DIR] [--new N] [token id ...]\n", argv0);
+  std::fprintf(stderr,
+               "usage: %s [--model DIR] [--new N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [token id ...]\n",
+               argv0);
   return 2;
 }
 
@@ -37,12 +40,21 @@ int main(int argc, char** argv) {
   std::string dir = default_model_dir();
   long n_new = 16;
   std::vector<std::int64_t> prompt;
+  ssm::SamplingOptions sampling;  // greedy
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--model" && i + 1 < argc) {
       dir = argv[++i];
     } else if (arg == "--new" && i + 1 < argc) {
       n_new = std::strtol(argv[++i], nullptr, 10);
+    } else if (arg == "--temperature" && i + 1 < argc) {
+      sampling.temperature = std::strtod(argv[++i], nullptr);
+    } else if (arg == "--top-k" && i + 1 < argc) {
+      sampling.top_k = std::strtol(argv[++i], nullptr, 10);
+    } else if (arg == "--top-p" && i + 1 < argc) {
+      sampling.top_p = std::strtod(argv[++i], nullptr);
+    } else if (arg == "--seed" && i + 1 < argc) {
+      sampling.seed = std::strtoull(argv[++i], nullptr, 10);
     } else if (arg == "-h" || arg == "--help") {
       return usage(argv[0]);
     } else {
@@ -65,19 +77,22 @@ int main(int argc, char** argv) {
                 long(lm.config().n_layer), mixer, long(lm.config().d_model), long(lm.vocab_size()), load_s);
 
     // Prefill the prompt in one pass, then decode token by token (what generate() does, timed apart).
+    ssm::Sampler sampler(sampling);  // checks the options
     auto state = lm.initial_state();
     const auto t0 = Clock::now();
     ssm::VectorX<float> logits = lm.prefill(prompt, state);  // the last position's logits
     const auto t1 = Clock::now();
     std::vector<std::int64_t> out;
     for (long k = 0; k < n_new; ++k) {
-      Eigen::Index best = 0;
-      logits.maxCoeff(&best);
-      out.push_back(best);
-      if (k + 1 < n_new) lm.step(best, state, logits);  // allocation-free, into the same vector
+      const std::int64_t next = sampler.next(logits);
+      out.push_back(next);
+      if (k + 1 < n_new) lm.step(next, state, logits);  // allocation-free, into the same vector
     }
     const auto t2 = Clock::now();
 
+    if (sampling.temperature > 0)
+      std::printf("sampling: temperature %g, top-k %ld, top-p %g, seed %llu\n", sampling.temperature,
+                  long(sampling.top_k), sampling.top_p, static_cast<unsigned long long>(sampling.seed));
     std::printf("prompt:");
     for (auto id : prompt) std::printf(" %lld", static_cast<long long>(id));
     std::printf("\ncontinuation:");

@@ -10,7 +10,7 @@ cmake --build --preset fuzz
 
 corpus_root="build/fuzz/corpus"
 rm -rf "$corpus_root"
-mkdir -p "$corpus_root"/{npy,safetensors,config}
+mkdir -p "$corpus_root"/{npy,safetensors,config,state}
 find tests/data -name '*.npy' -size -64k -exec cp {} "$corpus_root/npy/" \; 2>/dev/null || true
 # Distinct names for the seeds (many cases have an A.npy).
 i=0; for f in $(find tests/data -name '*.npy' -size -64k); do cp "$f" "$corpus_root/npy/seed_$i.npy"; i=$((i+1)); done

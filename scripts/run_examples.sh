@@ -14,6 +14,7 @@ if ((small)); then
   run "$bin/streaming" 16 16 2048
   run "$bin/mamba_generate" --new 8
   run "$bin/mamba_generate" --model tests/data/mamba2_lm --new 8
+  run "$bin/mamba_generate" --new 8 --temperature 0.8 --top-k 20 --top-p 0.9 --seed 7
   run "$bin/s4_classifier"
 else
   run "$bin/hippo_memory" 64 4000 "$out/hippo_memory.svg"

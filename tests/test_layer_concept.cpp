@@ -7,6 +7,7 @@
 #include "ssm/layers/mamba2.hpp"
 #include "ssm/layers/s4.hpp"
 #include "ssm/layers/s4_block.hpp"
+#include "ssm/io/state_io.hpp"
 #include "ssm/layers/s4d.hpp"
 #include "test_support.hpp"
 
@@ -217,6 +218,33 @@ TYPED_TEST(LayerConcept, ChunkedForwardEqualsOnePassAndResetRestarts) {
   one.reset();
   auto fresh = layer.initial_state();
   EXPECT_EQ(layer.forward(u, one), layer.forward(u, fresh));
+}
+
+// States are data (io/state_io.hpp): saved mid-stream, restored into a fresh state of the same layer, the
+// stream continues bit-exactly as if it had never stopped; a copy forks the stream.
+TYPED_TEST(LayerConcept, SavedStateRestoresAndContinuesExactly) {
+  using X = TypeParam;
+  using T = typename X::Scalar;
+  std::mt19937_64 gen(16);
+  const X layer = Maker<X>::make(gen);
+  const Index H = layer.channels();
+  const MatrixX<T> first = random_normal<T>(23, H, gen), then = random_normal<T>(9, H, gen);
+  auto state = layer.initial_state();
+  layer.forward(first, state);
+  const std::string bytes = io::save_state(state);
+  auto fork = state;  // a plain copy is a second stream from here
+  auto restored = layer.initial_state();
+  io::restore_state(bytes, restored);
+  EXPECT_EQ(io::save_state(restored), bytes);
+  const Sequence<T> expected = layer.forward(then, state);
+  EXPECT_EQ(layer.forward(then, restored), expected);
+  EXPECT_EQ(layer.forward(then, fork), expected);
+  // Stepping from a restored state too (the step's arithmetic differs from the forward's: to tolerance).
+  auto stepped = layer.initial_state();
+  io::restore_state(bytes, stepped);
+  VectorX<T> out(H);
+  layer.step(then.row(0).transpose(), stepped, out);
+  SSM_EXPECT_NEAR_REL(out.template cast<double>(), expected.row(0).transpose().template cast<double>(), tol<T>());
 }
 
 TYPED_TEST(LayerConcept, ParamsCastRoundTripsAndWidens) {

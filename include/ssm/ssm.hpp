@@ -36,3 +36,4 @@
 #include "ssm/models/sampling.hpp"
 #include "ssm/io/npy.hpp"
 #include "ssm/io/safetensors.hpp"
+#include "ssm/io/state_io.hpp"

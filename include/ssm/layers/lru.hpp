@@ -86,6 +86,13 @@ class LinearRecurrentUnit {
   /// Recurrent state of one stream: N complex values.
   struct State {
     VectorXc<T> x;
+    using scalar_type = T;  ///< float or double: the real type of the values
+    static constexpr const char* kind = "LRU";
+    /// The arrays that carry the stream (not the scratch), for io::save_state / io::restore_state.
+    template <class Visitor>
+    void visit(Visitor& v) {
+      v("x", x);
+    }
     /// Back to the zero state (keeps the memory).
     void reset() { x.setZero(); }
   };

@@ -128,6 +128,14 @@ class Mamba {
     /// Scratch of `step`, no meaning between calls: the input and output (d_model), in_proj's
     /// [x | z] (2 d_inner), the conv output, x_proj's [dt input | B | C], delta and the gated scan output.
     VectorX<T> in, out, xz, xc, x_dbl, dt, y;
+    using scalar_type = T;  ///< float or double: the real type of the values
+    static constexpr const char* kind = "Mamba";
+    /// The arrays that carry the stream (not the scratch), for io::save_state / io::restore_state.
+    template <class Visitor>
+    void visit(Visitor& v) {
+      v("conv", conv);
+      v("ssm", ssm);
+    }
 
     /// Back to the start of a stream (zero states), keeping the memory.
     void reset() {

@@ -145,6 +145,14 @@ class Mamba2 {
     /// Scratch of `step` (no meaning between calls): u (d_model), zxbcdt (d_in_proj), xbc (conv_dim),
     /// y (d_inner), out (d_model).
     VectorX<T> u, zxbcdt, xbc, y, out;
+    using scalar_type = T;  ///< float or double: the real type of the values
+    static constexpr const char* kind = "Mamba2";
+    /// The arrays that carry the stream (not the scratch), for io::save_state / io::restore_state.
+    template <class Visitor>
+    void visit(Visitor& v) {
+      v("conv", conv);
+      v("ssm", ssm);
+    }
 
     /// Back to the start of a stream (zero states).
     void reset() {

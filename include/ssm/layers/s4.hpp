@@ -116,6 +116,13 @@ class S4 {
   struct State {
     MatrixXc<T> x;       ///< M x H
     VectorX<T> scratch;  ///< 2 rank reals
+    using scalar_type = T;  ///< float or double: the real type of the values
+    static constexpr const char* kind = "S4";
+    /// The arrays that carry the stream (not the scratch), for io::save_state / io::restore_state.
+    template <class Visitor>
+    void visit(Visitor& v) {
+      v("x", x);
+    }
     /// Back to the zero state (keeps the memory).
     void reset() { x.setZero(); }
   };

@@ -273,6 +273,14 @@ class S4Block {
     VectorX<T> conv;    ///< Cc H: the convolution channels of one step
     VectorX<T> hidden;  ///< after the activation
     VectorX<T> linear;  ///< after the output linear
+    using scalar_type = T;  ///< float or double: the real type of the values
+    static constexpr const char* kind = "S4Block";
+    /// The arrays that carry the stream (not the scratch), for io::save_state / io::restore_state.
+    template <class Visitor>
+    void visit(Visitor& v) {
+      v("dplr.x", dplr.x);
+      v("diagonal.x", diagonal.x);
+    }
     /// Back to the zero state (keeps the memory).
     void reset() {
       dplr.reset();

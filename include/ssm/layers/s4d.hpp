@@ -108,6 +108,13 @@ class S4D {
   /// Recurrent state of one stream: x is M x H complex (column h: channel h's modes).
   struct State {
     MatrixXc<T> x;
+    using scalar_type = T;  ///< float or double: the real type of the values
+    static constexpr const char* kind = "S4D";
+    /// The arrays that carry the stream (not the scratch), for io::save_state / io::restore_state.
+    template <class Visitor>
+    void visit(Visitor& v) {
+      v("x", x);
+    }
     /// Back to the zero state (keeps the memory).
     void reset() { x.setZero(); }
   };

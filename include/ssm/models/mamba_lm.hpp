@@ -298,6 +298,19 @@ class MambaLM {
   struct State {
     std::vector<MixerState> layers;
     VectorX<Scalar> hidden, residual, normed;  ///< Scratch, d_model.
+    using scalar_type = Scalar;  ///< float or double: the real type of the values
+    static constexpr const char* kind = "MambaLM";
+    /// Every layer's conv and SSM state (named by the mixer), for io::save_state / io::restore_state.
+    template <class Visitor>
+    void visit(Visitor& v) {
+      for (std::size_t i = 0; i < layers.size(); ++i) {
+        const std::string prefix = detail::concat("layers.", i, layers[i].index() == 0 ? ".mamba." : ".mamba2.");
+        std::visit([&](auto& s) {
+          v(prefix + "conv", s.conv);
+          v(prefix + "ssm", s.ssm);
+        }, layers[i]);
+      }
+    }
 
     /// Back to the start of a stream (every layer's zero state), keeping the memory.
     void reset() {

@@ -171,6 +171,20 @@ class S4Model {
     VectorX<T> mixed;    ///< H: scratch, a block's output
     VectorX<T> sum;      ///< H: sum of hidden over the steps so far
     Index steps = 0;     ///< samples fed so far
+    using scalar_type = T;  ///< float or double: the real type of the values
+    static constexpr const char* kind = "S4Model";
+    /// The arrays and the count that carry the stream, for io::save_state / io::restore_state.
+    template <class Visitor>
+    void visit(Visitor& v) {
+      for (std::size_t i = 0; i < layers.size(); ++i) {
+        const std::string prefix = detail::concat("layers.", i, ".");
+        v(prefix + "dplr.x", layers[i].dplr.x);
+        v(prefix + "diagonal.x", layers[i].diagonal.x);
+      }
+      v("hidden", hidden);
+      v("sum", sum);
+      v("steps", steps);
+    }
 
     /// Back to the start of a sequence, keeping the memory.
     void reset() {
