@@ -20,7 +20,7 @@
 #include "ssm/kernels/cauchy.hpp"
 #include "ssm/layers/s4.hpp"
 
-#include <fftw3.h>
+#include "ssm/core/fftw_api.hpp"
 
 #include <random>
 
@@ -49,51 +49,26 @@ void BM_EigenRawFFT(benchmark::State& state) {
   state.counters["fft_size"] = double(n);
 }
 
-/// Raw FFTW in one precision: plans, execution and memory, without ssm.
+/// Raw FFTW r2c + c2r plans of size n (FFTW_MEASURE) on arrays of their own, without ssm's plans.
 template <class T>
-struct RawFFTW;
-template <>
-struct RawFFTW<float> {
-  fftwf_plan forward, inverse;
-  float* x;
-  fftwf_complex* X;
-  explicit RawFFTW(int n)
-      : x(fftwf_alloc_real(std::size_t(n))), X(fftwf_alloc_complex(std::size_t(n / 2 + 1))) {
-    forward = fftwf_plan_dft_r2c_1d(n, x, X, FFTW_MEASURE);
-    inverse = fftwf_plan_dft_c2r_1d(n, X, x, FFTW_MEASURE);
-    std::fill(x, x + n, 0.0f);
+struct RawFFTW {
+  using api = ssm::fft::fftw::api<T>;
+  ssm::fft::Buffer<T> x;
+  ssm::fft::Buffer<std::complex<T>> X;
+  typename api::plan_type forward, inverse;
+  explicit RawFFTW(ssm::Index n) : x(n), X(n / 2 + 1) {
+    forward = api::plan_r2c(static_cast<int>(n), x.data(), spectrum(), FFTW_MEASURE);
+    inverse = api::plan_c2r(static_cast<int>(n), spectrum(), x.data(), FFTW_MEASURE);
+    x.vector().setZero();  // measuring wrote into the arrays
   }
+  typename api::complex_type* spectrum() { return reinterpret_cast<typename api::complex_type*>(X.data()); }
   void run() {
-    fftwf_execute(forward);
-    fftwf_execute(inverse);
+    api::r2c(forward, x.data(), spectrum());
+    api::c2r(inverse, spectrum(), x.data());
   }
   ~RawFFTW() {
-    fftwf_destroy_plan(forward);
-    fftwf_destroy_plan(inverse);
-    fftwf_free(x);
-    fftwf_free(X);
-  }
-};
-template <>
-struct RawFFTW<double> {
-  fftw_plan forward, inverse;
-  double* x;
-  fftw_complex* X;
-  explicit RawFFTW(int n)
-      : x(fftw_alloc_real(std::size_t(n))), X(fftw_alloc_complex(std::size_t(n / 2 + 1))) {
-    forward = fftw_plan_dft_r2c_1d(n, x, X, FFTW_MEASURE);
-    inverse = fftw_plan_dft_c2r_1d(n, X, x, FFTW_MEASURE);
-    std::fill(x, x + n, 0.0);
-  }
-  void run() {
-    fftw_execute(forward);
-    fftw_execute(inverse);
-  }
-  ~RawFFTW() {
-    fftw_destroy_plan(forward);
-    fftw_destroy_plan(inverse);
-    fftw_free(x);
-    fftw_free(X);
+    api::destroy(forward);
+    api::destroy(inverse);
   }
 };
 
@@ -101,10 +76,10 @@ template <class T>
 void BM_FFTWRawFFT(benchmark::State& state) {
   const ssm::Index L = state.range(0), H = state.range(1);
   const ssm::Index n = ssm::fft::fast_size(2 * L - 1);  // the Eigen backend's size, for the same work
-  RawFFTW<T> raw(static_cast<int>(n));
+  RawFFTW<T> raw(n);
   for (auto _ : state) {
     for (ssm::Index h = 0; h < H; ++h) raw.run();
-    benchmark::DoNotOptimize(raw.x);
+    benchmark::DoNotOptimize(raw.x.data());
   }
   state.SetItemsProcessed(std::int64_t(state.iterations()) * L * H);
   state.counters["fft_size"] = double(n);

@@ -4,7 +4,9 @@
 #include "checkpoint_support.hpp"
 #include "test_support.hpp"
 
+#include "ssm/core/snapshots.hpp"
 #include "ssm/io/state_io.hpp"
+#include "ssm/layers/mamba2.hpp"
 #include "ssm/layers/lru.hpp"
 #include "ssm/layers/mamba.hpp"
 #include "ssm/layers/s4d.hpp"
@@ -102,6 +104,51 @@ TEST(StateIO, TruncatedCorruptedAndForeignBytesAreRefused) {
   io::restore_state(bytes, target);
   EXPECT_EQ(target.ssm, state.ssm);
   EXPECT_EQ(target.conv, state.conv);
+}
+
+// Prefix caching: the snapshots of one pass are the states of passes over the prefixes, the outputs those
+// of one pass, and a resumed snapshot continues like the stream that never stopped.
+template <class Layer>
+void expect_snapshots_are_prefix_states(const Layer& layer, double tol, std::mt19937_64& gen) {
+  using T = typename Layer::Scalar;
+  const Index L = 40, H = layer.channels();
+  const MatrixX<T> u = random_normal<T>(L, H, gen), suffix = random_normal<T>(6, H, gen);
+  auto state = layer.initial_state();
+  const auto run = forward_with_snapshots(layer, u, state, {0, 1, 17, 17, 40});
+  ASSERT_EQ(run.states.size(), 5u);
+  SSM_EXPECT_NEAR_REL(run.y.template cast<double>(), layer.forward(u).template cast<double>(), tol);
+  EXPECT_EQ(io::save_state(run.states[4]), io::save_state(state));
+  for (std::size_t i : {std::size_t(1), std::size_t(2)}) {
+    const Index p = i == 1 ? 1 : 17;
+    auto prefix_state = layer.initial_state();
+    layer.forward(u.topRows(p), prefix_state);  // one pass over the prefix
+    auto resumed = run.states[i];
+    SSM_EXPECT_NEAR_REL(layer.forward(suffix, resumed).template cast<double>(),
+                        layer.forward(suffix, prefix_state).template cast<double>(), tol);
+  }
+  auto zero = layer.initial_state();
+  EXPECT_EQ(io::save_state(run.states[0]), io::save_state(zero));
+  auto again = layer.initial_state();
+  expect_error([&] { forward_with_snapshots(layer, u, again, {5, 3}); }, {"forward_with_snapshots", "positions"});
+  expect_error([&] { forward_with_snapshots(layer, u, again, {41}); }, {"positions", "[0, 40]"});
+}
+
+TYPED_TEST(StateIOTest, SnapshotsAreThePrefixStates) {
+  using T = TypeParam;
+  const double tol = std::is_same_v<T, double> ? 1e-11 : 2e-5;
+  std::mt19937_64 gen(9);
+  expect_snapshots_are_prefix_states(
+      S4D<T>::initialise(3, 16, hippo::DiagonalInit::inv, Discretization::zoh, gen, 1e-2, 1e-1), tol, gen);
+  MambaConfig c;
+  c.d_model = 6;
+  c.d_state = 4;
+  expect_snapshots_are_prefix_states(Mamba<T>::initialise(c, gen), tol, gen);
+  Mamba2Config c2;
+  c2.d_model = 8;
+  c2.d_state = 4;
+  c2.headdim = 4;
+  c2.chunk_size = 8;
+  expect_snapshots_are_prefix_states(Mamba2<T>::initialise(c2, gen), tol, gen);
 }
 
 }  // namespace

@@ -5,6 +5,9 @@
 /// exception, so that a forbidden allocation fails the test instead of being compiled out (Release
 /// builds drop eigen_assert) or aborting.
 ///
+/// All twelve replaceable allocation functions and their deallocation functions are replaced together:
+/// a partial set would pair the library's operator new (ASan's, under sanitizers) with this free().
+///
 /// Include this FIRST (before any Eigen header), in exactly one translation unit per executable:
 /// it defines the replacement operator new / delete.
 
@@ -56,6 +59,12 @@ void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return ssm::
 void* operator new[](std::size_t n, const std::nothrow_t&) noexcept { return ssm::test::allocation_counter::counted_nothrow(n); }
 void* operator new(std::size_t n, std::align_val_t a) { return ssm::test::allocation_counter::counted_aligned_allocation(n, a); }
 void* operator new[](std::size_t n, std::align_val_t a) { return ssm::test::allocation_counter::counted_aligned_allocation(n, a); }
+void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+  try { return ssm::test::allocation_counter::counted_aligned_allocation(n, a); } catch (...) { return nullptr; }
+}
+void* operator new[](std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+  try { return ssm::test::allocation_counter::counted_aligned_allocation(n, a); } catch (...) { return nullptr; }
+}
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete[](void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
@@ -64,6 +73,10 @@ void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
 void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
 void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
 
 namespace ssm::test {
 

@@ -23,6 +23,8 @@
 #include "ssm/core/error.hpp"
 #include "ssm/core/types.hpp"
 
+#include "ssm/core/fftw_api.hpp"
+
 #include <fftw3.h>
 
 #ifndef SSM_FFTW_THREADS
@@ -79,47 +81,13 @@ inline unsigned planner_flags(Planning p) {
   return FFTW_ESTIMATE;
 }
 
-/// The FFTW functions for one precision, behind one name.
-template <class T>
-struct fftw_api;
-
-template <>
-struct fftw_api<double> {
-  using plan_type = fftw_plan;
-  using complex_type = fftw_complex;
-  static plan_type plan_r2c(int n, double* in, complex_type* out, unsigned flags) {
-    return fftw_plan_dft_r2c_1d(n, in, out, flags);
-  }
-  static plan_type plan_c2r(int n, complex_type* in, double* out, unsigned flags) {
-    return fftw_plan_dft_c2r_1d(n, in, out, flags);
-  }
-  static void r2c(plan_type p, double* in, complex_type* out) { fftw_execute_dft_r2c(p, in, out); }
-  static void c2r(plan_type p, complex_type* in, double* out) { fftw_execute_dft_c2r(p, in, out); }
-  static void destroy(plan_type p) { fftw_destroy_plan(p); }
-};
-
-template <>
-struct fftw_api<float> {
-  using plan_type = fftwf_plan;
-  using complex_type = fftwf_complex;
-  static plan_type plan_r2c(int n, float* in, complex_type* out, unsigned flags) {
-    return fftwf_plan_dft_r2c_1d(n, in, out, flags);
-  }
-  static plan_type plan_c2r(int n, complex_type* in, float* out, unsigned flags) {
-    return fftwf_plan_dft_c2r_1d(n, in, out, flags);
-  }
-  static void r2c(plan_type p, float* in, complex_type* out) { fftwf_execute_dft_r2c(p, in, out); }
-  static void c2r(plan_type p, complex_type* in, float* out) { fftwf_execute_dft_c2r(p, in, out); }
-  static void destroy(plan_type p) { fftwf_destroy_plan(p); }
-};
-
 }  // namespace detail
 
 /// FFTW's forward (r2c) and inverse (c2r) plans of size n, planned for aligned_malloc'd arrays.
 /// Made and destroyed under fft.hpp's planner lock (`real_fft` and `RealFFT` take it).
 template <class T>
 class Plan {
-  using api = detail::fftw_api<T>;
+  using api = fftw::api<T>;
   using fftw_complex_t = typename api::complex_type;
 
  public:

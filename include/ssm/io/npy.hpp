@@ -9,6 +9,7 @@
 
 #include "ssm/core/error.hpp"
 #include "ssm/core/types.hpp"
+#include "ssm/io/byte_order.hpp"
 
 #include <cstdint>
 #include <cstring>
@@ -88,15 +89,6 @@ Raw load_le(const unsigned char* p) {
   Raw v;
   std::memcpy(&v, p, sizeof(Raw));  // the host is little-endian (checked at compile time below)
   return v;
-}
-
-static_assert(sizeof(float) == 4 && sizeof(double) == 8, "IEEE float and double are required");
-
-inline bool host_is_little_endian() {
-  const std::uint16_t probe = 1;
-  unsigned char first;
-  std::memcpy(&first, &probe, 1);
-  return first == 1;
 }
 
 template <class T>

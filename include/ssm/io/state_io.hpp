@@ -24,6 +24,7 @@
 
 #include "ssm/core/error.hpp"
 #include "ssm/core/types.hpp"
+#include "ssm/io/byte_order.hpp"
 
 #include <complex>
 #include <cstdint>
@@ -40,8 +41,6 @@ inline constexpr char kStateMagic[8] = {'S', 'S', 'M', 'S', 'T', 'A', 'T', 'E'};
 inline constexpr std::uint32_t kStateVersion = 1;
 enum : std::uint8_t { kReal = 0, kComplex = 1, kCounter = 2 };
 
-static_assert(sizeof(double) == 8 && sizeof(float) == 4, "state_io: IEEE float and double expected");
-
 /// FNV-1a, 64 bits: a cheap hash that any changed byte alters.
 inline std::uint64_t fnv1a(const char* data, std::size_t n) {
   std::uint64_t h = 14695981039346656037ull;
@@ -50,13 +49,6 @@ inline std::uint64_t fnv1a(const char* data, std::size_t n) {
     h *= 1099511628211ull;
   }
   return h;
-}
-
-inline bool little_endian() {
-  const std::uint16_t one = 1;
-  unsigned char first;
-  std::memcpy(&first, &one, 1);
-  return first == 1;
 }
 
 template <class Scalar>
@@ -178,7 +170,7 @@ class StateReader {
 template <class State>
 std::string save_state(const State& state) {
   static_assert(std::is_same_v<decltype(State::kind), const char* const>, "save_state: State needs a `kind` name");
-  if (!detail::little_endian()) throw error("save_state: only little-endian machines are supported");
+  if (!detail::host_is_little_endian()) throw error("save_state: only little-endian machines are supported");
   std::string body;
   detail::StateWriter entries(body);
   const_cast<State&>(state).visit(entries);  // visit() only reads through the writer
@@ -200,7 +192,7 @@ std::string save_state(const State& state) {
 template <class State>
 void restore_state(std::string_view bytes, State& state) {
   constexpr const char* where = "restore_state";
-  if (!detail::little_endian()) throw error("restore_state: only little-endian machines are supported");
+  if (!detail::host_is_little_endian()) throw error("restore_state: only little-endian machines are supported");
   const std::size_t minimum = sizeof(detail::kStateMagic) + 4 + 4 + 4 + 4 + 8;
   check(bytes.size() >= minimum, where, "bytes", ssm::detail::concat("at least ", minimum, " bytes (header and hash)"),
         ssm::detail::concat(bytes.size(), " bytes"));
