@@ -23,6 +23,13 @@
 //   BM_MambaLMTokens<float>/d_model/n_layer/vocab  greedy decoding with MambaLM::step (argmax fed back) on a
 //                                          randomly initialised model built in memory; items/s = tokens/s.
 //                                          256/4/1024 is the small model; 768/24/50280 the mamba-130m shape.
+//   BM_MambaLMBatchedTokens<float>/768/24/50280/B  batched decoding, B streams stepped together with
+//                                          MambaLM::step_batch (each fed its own argmax) on one thread;
+//                                          items/s = aggregate tokens/s over the B streams (target: B = 16 gives
+//                                          >= 8x the tokens/s of B = 1). Counter flops (a rate) = 2 x the
+//                                          weights each token multiplies (projections and head) x B per step,
+//                                          to compare with BM_Roofline_FmaPeak_f32: where the step turns
+//                                          compute-bound.
 //
 // Threads: with OpenMP, omp_set_num_threads(threads) for the run (1 where there is no thread argument)
 // and restored after; without OpenMP the 2-thread runs are skipped. Times are wall-clock (UseRealTime, so
@@ -240,6 +247,34 @@ void BM_MambaLMTokens(benchmark::State& state) {
   state.counters["allocations"] = state.iterations() ? double(allocations) / double(state.iterations()) : 0.0;
 }
 
+template <class T>
+void BM_MambaLMBatchedTokens(benchmark::State& state) {
+  ThreadScope threads(state, 1);
+  const auto& lm = random_lm<T>(state.range(0), state.range(1), state.range(2));
+  const ssm::Index B = state.range(3);
+  std::vector<typename ssm::MambaLM<T>::State> streams(std::size_t(B), lm.initial_state());
+  std::vector<typename ssm::MambaLM<T>::Token> tokens(std::size_t(B));
+  for (ssm::Index b = 0; b < B; ++b) tokens[std::size_t(b)] = 1 + b;
+  ssm::MatrixX<T> logits(B, lm.vocab_size());
+  for (auto _ : state) {
+    lm.step_batch(tokens, streams, logits);
+    for (ssm::Index b = 0; b < B; ++b) {
+      ssm::Index best = 0;
+      logits.row(b).maxCoeff(&best);
+      tokens[std::size_t(b)] = best;
+    }
+  }
+  // Multiply-adds per token: every projection of every block and the head.
+  double weights = double(lm.vocab_size()) * double(state.range(0));
+  for (const auto& layer : lm.layers()) {
+    const auto& p = std::get<ssm::Mamba<T>>(layer.mixer).params();
+    weights += double(p.in_proj_weight.size() + p.x_proj_weight.size() + p.dt_proj_weight.size() + p.out_proj_weight.size());
+  }
+  state.SetItemsProcessed(std::int64_t(state.iterations()) * B);
+  state.counters["flops"] = benchmark::Counter(2 * weights * double(B) * double(state.iterations()),
+                                               benchmark::Counter::kIsRate);
+}
+
 }  // namespace
 
 BENCHMARK_TEMPLATE(BM_SelectiveScan, float)
@@ -257,5 +292,11 @@ BENCHMARK_TEMPLATE(BM_MambaStep, float)->Args({768, 16})->Unit(benchmark::kMicro
 BENCHMARK_TEMPLATE(BM_MambaStepHot, float)->Args({768, 16})->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_MambaLMTokens, float)->Args({256, 4, 1024})->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_MambaLMTokens, float)->Args({768, 24, 50280})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_MambaLMBatchedTokens, float)
+    ->Args({768, 24, 50280, 1})
+    ->Args({768, 24, 50280, 4})
+    ->Args({768, 24, 50280, 16})
+    ->Args({768, 24, 50280, 64})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK_MAIN();

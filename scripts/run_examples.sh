@@ -15,6 +15,8 @@ if ((small)); then
   run "$bin/mamba_generate" --new 8
   run "$bin/mamba_generate" --model tests/data/mamba2_lm --new 8
   run "$bin/mamba_generate" --new 8 --temperature 0.8 --top-k 20 --top-p 0.9 --seed 7
+  run "$bin/mamba_batch" --streams 4 --new 8
+  run "$bin/mamba_batch" --model tests/data/mamba2_lm --streams 4 --new 8
   run "$bin/s4_classifier"
 else
   run "$bin/hippo_memory" 64 4000 "$out/hippo_memory.svg"
@@ -23,5 +25,7 @@ else
   run "$bin/streaming" 64 64 16384
   run "$bin/mamba_generate"
   run "$bin/mamba_generate" --model tests/data/mamba2_lm
+  run "$bin/mamba_batch"
+  run "$bin/mamba_batch" --model tests/data/mamba2_lm
   run "$bin/s4_classifier"
 fi

@@ -7,8 +7,10 @@
 #include "ssm/layers/mamba2.hpp"
 #include "ssm/layers/s4.hpp"
 #include "ssm/layers/s4_block.hpp"
+#include "ssm/core/batch.hpp"
 #include "ssm/io/state_io.hpp"
 #include "ssm/layers/s4d.hpp"
+#include "checkpoint_support.hpp"
 #include "test_support.hpp"
 
 #include <gtest/gtest.h>
@@ -245,6 +247,48 @@ TYPED_TEST(LayerConcept, SavedStateRestoresAndContinuesExactly) {
   VectorX<T> out(H);
   layer.step(then.row(0).transpose(), stepped, out);
   SSM_EXPECT_NEAR_REL(out.template cast<double>(), expected.row(0).transpose().template cast<double>(), tol<T>());
+}
+
+// Batches (core/batch.hpp): B streams of ragged lengths from different states in one forward call, then one
+// step of all B streams (each at its own position) in one call: bit-identical to separate calls, states too.
+TYPED_TEST(LayerConcept, BatchedForwardAndStepEqualSeparateCalls) {
+  using X = TypeParam;
+  using T = typename X::Scalar;
+  std::mt19937_64 gen(17);
+  const X layer = Maker<X>::make(gen);
+  const Index H = layer.channels();
+  const std::vector<Index> lengths = {23, 1, 40, 7, 2};
+  std::vector<Sequence<T>> inputs;
+  std::vector<typename X::State> starts;
+  for (Index L : lengths) {
+    inputs.push_back(random_normal<T>(L, H, gen));
+    starts.push_back(layer.initial_state());
+    Maker<X>::randomise(layer, starts.back(), gen);
+  }
+  auto batch_states = starts;
+  const std::vector<Sequence<T>> batch_outputs = forward_batch(layer, inputs, batch_states);
+  ASSERT_EQ(batch_outputs.size(), inputs.size());
+  auto separate_states = starts;
+  for (std::size_t b = 0; b < inputs.size(); ++b) {
+    EXPECT_EQ(batch_outputs[b], layer.forward(inputs[b], separate_states[b])) << "stream " << b;
+    EXPECT_EQ(io::save_state(batch_states[b]), io::save_state(separate_states[b])) << "stream " << b;
+  }
+  // One step of every stream, each after its own number of samples.
+  const Index B = Index(lengths.size());
+  const MatrixX<T> u = random_normal<T>(B, H, gen);
+  Sequence<T> y;
+  step_batch(layer, u, batch_states, y);
+  ASSERT_EQ(y.rows(), B);
+  for (Index b = 0; b < B; ++b) {
+    VectorX<T> out(H);
+    layer.step(u.row(b).transpose(), separate_states[std::size_t(b)], out);
+    EXPECT_EQ(y.row(b), out.transpose()) << "stream " << b;
+    EXPECT_EQ(io::save_state(batch_states[std::size_t(b)]), io::save_state(separate_states[std::size_t(b)]));
+  }
+  // Counts that do not match are refused, naming the argument.
+  std::vector<typename X::State> too_few(2, layer.initial_state());
+  expect_error([&] { forward_batch(layer, inputs, too_few); }, {"forward_batch", "states"});
+  expect_error([&] { step_batch(layer, u, too_few, y); }, {"step_batch", "u"});
 }
 
 TYPED_TEST(LayerConcept, ParamsCastRoundTripsAndWidens) {

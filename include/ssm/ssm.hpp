@@ -13,6 +13,7 @@
 #include "ssm/core/types.hpp"
 #include "ssm/core/error.hpp"
 #include "ssm/core/layer.hpp"
+#include "ssm/core/batch.hpp"
 #include "ssm/core/snapshots.hpp"
 #include "ssm/core/parallel.hpp"
 #include "ssm/core/spectrum_cache.hpp"

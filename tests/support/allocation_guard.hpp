@@ -11,6 +11,10 @@
 /// Include this FIRST (before any Eigen header), in exactly one translation unit per executable:
 /// it defines the replacement operator new / delete.
 
+// The layers this file's test uses must be compiled here, with EIGEN_RUNTIME_NO_MALLOC and the throwing
+// eigen_assert below, not taken from the shared instances (tests/support/instances) compiled without them.
+#undef SSM_EXTERN_TEMPLATES
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"  // the counting operator new is malloc-based
 #endif

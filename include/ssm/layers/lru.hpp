@@ -99,7 +99,7 @@ class LinearRecurrentUnit {
 
   /// Checks and keeps `params`: every field finite, nu_log, theta_log, gamma_log of N entries,
   /// B N x H, C H x N, D H entries (H, N >= 1); throws ssm::error naming the field otherwise.
-  explicit LinearRecurrentUnit(Params params) : p_(std::move(params)), spectra_(std::make_shared<SpectrumCache<T>>()) {
+  SSM_NOINLINE explicit LinearRecurrentUnit(Params params) : p_(std::move(params)), spectra_(std::make_shared<SpectrumCache<T>>()) {
     const char* where = "LinearRecurrentUnit";
     const Index N = p_.nu_log.size(), H = p_.D.size();
     check(N >= 1 && (p_.nu_log.cols() == 1 || p_.nu_log.rows() == 1), where, "nu_log", "a vector of N >= 1",
@@ -141,7 +141,7 @@ class LinearRecurrentUnit {
   ///   gamma_log = log(sqrt(1 - |lambda|^2))
   ///   B = (normal + i normal) / sqrt(2 H),  C = (normal + i normal) / sqrt(N),  D = normal.
   /// Requires 0 <= r_min < r_max < 1 and max_phase > 0. Computed in double.
-  static LinearRecurrentUnit initialise(Index H, Index N, std::mt19937_64& gen, double r_min = 0.0,
+  SSM_NOINLINE static LinearRecurrentUnit initialise(Index H, Index N, std::mt19937_64& gen, double r_min = 0.0,
                                         double r_max = 1.0 - 1e-3, double max_phase = 6.283185307179586) {
     const char* where = "LinearRecurrentUnit::initialise";
     check(H >= 1, where, "H", ">= 1", detail::concat(H));
@@ -206,7 +206,7 @@ class LinearRecurrentUnit {
   ///   y = Re(C x) + D u by GEMM (scratch O(chunk x (N + H)));
   /// - convolution: `forward(u)` plus the free response Re(C lambda^{t+1} x0), and the final state
   ///   lambda^L x0 + sum_k lambda^k b_{L-1-k}.
-  Sequence<T> forward(const Eigen::Ref<const Sequence<T>>& u, State& state, Mode mode = Mode::automatic) const {
+  SSM_NOINLINE Sequence<T> forward(const Eigen::Ref<const Sequence<T>>& u, State& state, Mode mode = Mode::automatic) const {
     const char* where = "LinearRecurrentUnit::forward";
     check(u.cols() == channels(), where, "u", detail::concat("L x ", channels(), " (L x H)"),
           shape_string(u.rows(), u.cols()));
@@ -242,7 +242,7 @@ class LinearRecurrentUnit {
   /// One step: x = lambda .* x + Bn u, y = Re(C x) + D u. `u` and `y` have H entries (a row of an
   /// L x H sequence works); `y` may alias `u` (u is read in full before y(h) is written, and y(h) reads
   /// only u(h)). Allocates nothing.
-  void step(const Eigen::Ref<const VectorX<T>, 0, Eigen::InnerStride<>>& u, State& state,
+  SSM_NOINLINE void step(const Eigen::Ref<const VectorX<T>, 0, Eigen::InnerStride<>>& u, State& state,
             Eigen::Ref<VectorX<T>, 0, Eigen::InnerStride<>> y) const {
     const char* where = "LinearRecurrentUnit::step";
     // Messages are built only on failure: a passing check allocates nothing.
@@ -267,7 +267,7 @@ class LinearRecurrentUnit {
 
   /// Re(lambda^l) and Im(lambda^l), l < L, as an L x 2N sequence (columns n and N + n): the impulse
   /// responses of the modes, from the Vandermonde kernel with the exact log lambda.
-  Sequence<T> mode_kernels(Index L) const {
+  SSM_NOINLINE Sequence<T> mode_kernels(Index L) const {
     check(L >= 1, "LinearRecurrentUnit::mode_kernels", "L", ">= 1", detail::concat(L));
     const Index N = state_size();
     MatrixXc<double> logs(2 * N, 1), weights(2 * N, 1);
@@ -281,7 +281,7 @@ class LinearRecurrentUnit {
 
   /// Convolution mode from the zero state: the same y as the recurrence from `initial_state()`.
   /// u is L x H (L >= 0).
-  Sequence<T> forward(const Eigen::Ref<const Sequence<T>>& u) const {
+  SSM_NOINLINE Sequence<T> forward(const Eigen::Ref<const Sequence<T>>& u) const {
     const char* where = "LinearRecurrentUnit::forward";
     check(u.cols() == channels(), where, "u", detail::concat("L x ", channels(), " (L x H)"),
           shape_string(u.rows(), u.cols()));
@@ -327,7 +327,7 @@ class LinearRecurrentUnit {
 
   /// The cached spectra of `mode_kernels(L)`, padded for inputs of length L: (n/2 + 1) x 2N complex values
   /// per length, n the FFT size >= 2L, kept in `spectrum_cache()` (shared by copies of the unit).
-  std::shared_ptr<const KernelSpectrum<T>> kernel_spectrum(Index L) const {
+  SSM_NOINLINE std::shared_ptr<const KernelSpectrum<T>> kernel_spectrum(Index L) const {
     check(L >= 1, "LinearRecurrentUnit::kernel_spectrum", "L", ">= 1", detail::concat(L));
     return spectra_->get_or_make(L, [&] { return make_kernel_spectrum<T>(mode_kernels(L), L); });
   }
@@ -338,7 +338,7 @@ class LinearRecurrentUnit {
 
  private:
   /// Convolution mode from a state (L >= 1), see `forward(u, state, mode)`.
-  Sequence<T> forward_convolution(const Eigen::Ref<const Sequence<T>>& u, State& state) const {
+  SSM_NOINLINE Sequence<T> forward_convolution(const Eigen::Ref<const Sequence<T>>& u, State& state) const {
     const Index L = u.rows(), H = channels(), N = state_size();
     Sequence<T> y = forward(u);
     const VectorXc<double> x0 = state.x.template cast<std::complex<double>>();
@@ -375,5 +375,7 @@ class LinearRecurrentUnit {
   MatrixX<T> c_re_t_, c_im_t_;   // N x H: Re and Im of C^T
   std::shared_ptr<SpectrumCache<T>> spectra_;  // shared by copies
 };
+
+SSM_EXTERN_TEMPLATE_FLOAT_DOUBLE(LinearRecurrentUnit)  // see SSM_NOINLINE in ssm/core/config.hpp
 
 }  // namespace ssm

@@ -38,6 +38,7 @@
 ///   block.step(x.row(t), state, x.row(t));                     // in place on a row of a sequence
 /// \endcode
 
+#include "ssm/core/batch.hpp"
 #include "ssm/core/depthwise_conv.hpp"
 #include "ssm/core/error.hpp"
 #include "ssm/core/types.hpp"
@@ -147,7 +148,7 @@ class Mamba {
   /// Checks every parameter's shape against `params.config` and keeps them.
   /// \throws ssm::error naming the parameter, its expected and its actual shape (a bias present
   /// although the config says it is absent, or the other way round, is a shape error too).
-  explicit Mamba(Params params) : p_(std::move(params)) {
+  SSM_NOINLINE explicit Mamba(Params params) : p_(std::move(params)) {
     constexpr const char* where = "Mamba";
     const MambaConfig& c = p_.config;
     check_config(c, where);
@@ -185,7 +186,7 @@ class Mamba {
   /// the block's own recipe.)
   /// \throws ssm::error naming config fields or the dt arguments when out of range
   /// (0 < dt_min <= dt_max, dt_init_floor >= 0, dt_scale > 0, all finite).
-  static Mamba initialise(const MambaConfig& config, std::mt19937_64& gen, double dt_min = 1e-3, double dt_max = 0.1,
+  SSM_NOINLINE static Mamba initialise(const MambaConfig& config, std::mt19937_64& gen, double dt_min = 1e-3, double dt_max = 0.1,
                           double dt_init_floor = 1e-4, double dt_scale = 1.0) {
     constexpr const char* where = "Mamba::initialise";
     using detail::concat;
@@ -261,7 +262,7 @@ class Mamba {
 
   /// The forward of u (L x d_model) starting from `state`, which is left as the state after the
   /// last row: chunked calls give the one-pass result, and `step` continues from it.
-  Sequence<T> forward(const Eigen::Ref<const Sequence<T>>& u, State& state) const {
+  SSM_NOINLINE Sequence<T> forward(const Eigen::Ref<const Sequence<T>>& u, State& state) const {
     constexpr const char* where = "Mamba::forward";
     const MambaConfig& c = p_.config;
     const Index di = c.d_inner(), N = c.d_state, R = c.rank();
@@ -293,30 +294,49 @@ class Mamba {
   /// One token: u (d_model) in, y (d_model) out, `state` advanced. Allocates nothing. u and y may be
   /// strided (a row of an L x d_model matrix, `x.row(t)`) and may be the same vector: u is read
   /// completely before y is written.
-  void step(const Eigen::Ref<const VectorX<T>, 0, Eigen::InnerStride<>>& u, State& state,
+  SSM_NOINLINE void step(const Eigen::Ref<const VectorX<T>, 0, Eigen::InnerStride<>>& u, State& state,
             Eigen::Ref<VectorX<T>, 0, Eigen::InnerStride<>> y) const {
     constexpr const char* where = "Mamba::step";
     const MambaConfig& c = p_.config;
-    const Index di = c.d_inner(), N = c.d_state, R = c.rank();
     check_size(u, c.d_model, where, "u", "d_model");
     check_size(y, c.d_model, where, "y", "d_model");
     check_state(state, where);
     state.in = u;  // contiguous for the product, and read before y is written
     state.xz.noalias() = p_.in_proj_weight * state.in;
     if (c.bias) state.xz += p_.in_proj_bias;
-    detail::causal_depthwise_conv_silu_step<T>(state.xz.head(di), p_.conv1d_weight, p_.conv1d_bias, state.conv, state.xc);
-    state.x_dbl.noalias() = p_.x_proj_weight * state.xc;
-    state.dt.noalias() = p_.dt_proj_weight * state.x_dbl.head(R);
-    // The scan over one step: 1 x d_inner views of the scratch vectors.
-    selective_scan_into<T>(Eigen::Map<const Sequence<T>>(state.xc.data(), 1, di),
-                           Eigen::Map<const Sequence<T>>(state.dt.data(), 1, di), A_view(),
-                           ScanMatrix<T>::per_step(state.x_dbl.segment(R, N).transpose()),
-                           ScanMatrix<T>::per_step(state.x_dbl.segment(R + N, N).transpose()),
-                           scan_options(state.xz.tail(di).transpose()), Eigen::Map<Sequence<T>>(state.y.data(), 1, di),
-                           state.ssm);
+    step_inner(state);
     state.out.noalias() = p_.out_proj_weight * state.y;
     if (c.bias) state.out += p_.out_proj_bias;
     y = state.out;
+  }
+
+  /// One token for each of B streams: row b of u (B x d_model) advances *states[b] and gives row b of y
+  /// (B x d_model). in_proj and out_proj run as one matrix product over the B streams, so each of the two
+  /// largest weights is read once per call instead of once per stream (decoding is bound by reading
+  /// weights); the convolution, x_proj, dt_proj and the scan run per stream, in parallel over the streams,
+  /// with the arithmetic of `step`. The products sum in another order than `step`'s matrix-vector ones, so
+  /// the outputs agree with B separate steps to rounding, not bit for bit. y may be u. Allocates the B x
+  /// (2 d_inner) and B x d_inner intermediates.
+  /// \throws ssm::error on shapes that do not fit or a state not from `initial_state()`.
+  SSM_NOINLINE void step_batch(const Eigen::Ref<const Sequence<T>>& u, State* const* states, Eigen::Ref<Sequence<T>> y) const {
+    constexpr const char* where = "Mamba::step_batch";
+    const MambaConfig& c = p_.config;
+    const Index B = u.rows(), di = c.d_inner();
+    check_shape(u, B, c.d_model, where, "u", "B x d_model");
+    check_shape(y, B, c.d_model, where, "y", "B x d_model (B = u.rows())");
+    for (Index b = 0; b < B; ++b) check_state(*states[b], where);
+    MatrixX<T> xz(B, 2 * di);
+    xz.noalias() = u * p_.in_proj_weight.transpose();
+    if (c.bias) xz.rowwise() += p_.in_proj_bias.transpose();
+    MatrixX<T> inner(B, di);
+    detail::for_each_stream(B, [&](Index b) {
+      State& s = *states[b];
+      s.xz = xz.row(b).transpose();
+      step_inner(s);
+      inner.row(b) = s.y.transpose();
+    });
+    y.noalias() = inner * p_.out_proj_weight.transpose();
+    if (c.bias) y.rowwise() += p_.out_proj_bias.transpose();
   }
 
  private:
@@ -330,6 +350,23 @@ class Mamba {
     check(std::isfinite(inner) && inner >= 1 && inner < 1e15, where, "config.expand",
           concat("a factor with 1 <= expand d_model < 1e15 (d_model ", c.d_model, ")"), concat(c.expand));
     check(c.dt_rank >= 0, where, "config.dt_rank", "a rank >= 1, or 0 for auto", concat(c.dt_rank));
+  }
+
+  /// The part of a step between the two large projections, on one stream's scratch: from in_proj's
+  /// output state.xz to the gated scan output state.y (convolution step, x_proj, dt_proj, one scan step).
+  void step_inner(State& state) const {
+    const MambaConfig& c = p_.config;
+    const Index di = c.d_inner(), N = c.d_state, R = c.rank();
+    detail::causal_depthwise_conv_silu_step<T>(state.xz.head(di), p_.conv1d_weight, p_.conv1d_bias, state.conv, state.xc);
+    state.x_dbl.noalias() = p_.x_proj_weight * state.xc;
+    state.dt.noalias() = p_.dt_proj_weight * state.x_dbl.head(R);
+    // The scan over one step: 1 x d_inner views of the scratch vectors.
+    selective_scan_into<T>(Eigen::Map<const Sequence<T>>(state.xc.data(), 1, di),
+                           Eigen::Map<const Sequence<T>>(state.dt.data(), 1, di), A_view(),
+                           ScanMatrix<T>::per_step(state.x_dbl.segment(R, N).transpose()),
+                           ScanMatrix<T>::per_step(state.x_dbl.segment(R + N, N).transpose()),
+                           scan_options(state.xz.tail(di).transpose()), Eigen::Map<Sequence<T>>(state.y.data(), 1, di),
+                           state.ssm);
   }
 
   void check_state(const State& s, const char* where) const {
@@ -362,5 +399,7 @@ class Mamba {
   Params p_;
   MatrixX<T> A_;  ///< -exp(A_log), transposed: N x d_inner.
 };
+
+SSM_EXTERN_TEMPLATE_FLOAT_DOUBLE(Mamba)  // see SSM_NOINLINE in ssm/core/config.hpp
 
 }  // namespace ssm

@@ -41,6 +41,7 @@
 ///   block.step(token, state, next);                          // allocation-free
 /// \endcode
 
+#include "ssm/core/batch.hpp"
 #include "ssm/core/depthwise_conv.hpp"
 #include "ssm/core/error.hpp"
 #include "ssm/core/types.hpp"
@@ -164,7 +165,7 @@ class Mamba2 {
   /// Checks every option and parameter shape against `params.config`.
   /// \throws ssm::error naming the field (config.ngroups not dividing nheads, config.d_ssm not a multiple
   /// of config.headdim, a tensor of the wrong shape, a bias present that the config says is absent, ...).
-  explicit Mamba2(Params params) : p_(std::move(params)), scan_(scan_params(p_)) {}
+  SSM_NOINLINE explicit Mamba2(Params params) : p_(std::move(params)), scan_(scan_params(p_)) {}
 
   /// The reference's initialisation, drawn from `gen` in this order, in double then rounded to T:
   /// in_proj_weight U(-1/sqrt(d_model), 1/sqrt(d_model)) row by row (then in_proj_bias, same bound);
@@ -173,7 +174,7 @@ class Mamba2 {
   /// (softplus(dt_bias) = dt); A ~ U(A_init_range), A_log = log A; out_proj_weight U(-1/sqrt(d_inner), ..)
   /// (then out_proj_bias); D = 1, norm_weight = 1. (PyTorch's Linear / Conv1d defaults: kaiming_uniform with
   /// a = sqrt(5) is U(-1/sqrt(fan_in), 1/sqrt(fan_in)).) A language model re-initialises some of these.
-  static Mamba2 initialise(const Mamba2Config& config, std::mt19937_64& gen, const Mamba2Init& init = {}) {
+  SSM_NOINLINE static Mamba2 initialise(const Mamba2Config& config, std::mt19937_64& gen, const Mamba2Init& init = {}) {
     constexpr const char* where = "Mamba2::initialise";
     using detail::concat;
     check(init.A_init_min > 0 && init.A_init_min <= init.A_init_max, where, "init.A_init_range",
@@ -249,7 +250,7 @@ class Mamba2 {
 
   /// The forward of u (L x d_model) from `state`, leaving the state after the last row (chunked calls
   /// give the one-pass result; `step` continues from it). Uses the chunked SSD form (config.chunk_size).
-  Sequence<T> forward(const Eigen::Ref<const Sequence<T>>& u, State& state) const {
+  SSM_NOINLINE Sequence<T> forward(const Eigen::Ref<const Sequence<T>>& u, State& state) const {
     constexpr const char* where = "Mamba2::forward";
     const Mamba2Config& c = p_.config;
     if (u.cols() != c.d_model)
@@ -288,39 +289,48 @@ class Mamba2 {
 
   /// One token: u (d_model; a strided view such as a row of a sequence is fine) in, y (d_model) out.
   /// y may alias u. Uses the SSD recurrence. Allocates nothing.
-  void step(const Eigen::Ref<const VectorX<T>, 0, Eigen::InnerStride<>>& u, State& state,
+  SSM_NOINLINE void step(const Eigen::Ref<const VectorX<T>, 0, Eigen::InnerStride<>>& u, State& state,
             Eigen::Ref<VectorX<T>, 0, Eigen::InnerStride<>> y) const {
     constexpr const char* where = "Mamba2::step";
     const Mamba2Config& c = p_.config;
     if (u.size() != c.d_model) check_size(u, c.d_model, where, "u", "d_model");
     if (y.size() != c.d_model) check_size(y, c.d_model, where, "y", "d_model");
     check_state(state, where);
-    const Index ds = c.ssm_channels(), dm = c.d_mlp(), H = c.nheads();
-    const Index GN = c.ngroups * c.d_state, cd = c.conv_dim();
-    const Index z_off = 2 * dm, xbc_off = 2 * dm + ds, dt_off = xbc_off + cd;
-
     state.u = u;  // contiguous, and u is not read again (y may alias it)
     state.zxbcdt.noalias() = p_.in_proj_weight * state.u;
     if (c.bias) state.zxbcdt += p_.in_proj_bias;
-    detail::causal_depthwise_conv_silu_step<T>(state.zxbcdt.segment(xbc_off, cd), p_.conv1d_weight, p_.conv1d_bias,
-                                               state.conv, state.xbc);
-
-    auto ys = state.y.tail(ds);
-    scan_.step(state.xbc.head(ds), state.zxbcdt.segment(dt_off, H), state.xbc.segment(ds, GN),
-               state.xbc.segment(ds + GN, GN),
-               c.rmsnorm ? state.zxbcdt.segment(z_off, 0) : state.zxbcdt.segment(z_off, ds), state.ssm, ys);
-    if (c.rmsnorm) {
-      Eigen::Map<MatrixX<T>> yrow(ys.data(), 1, ds);
-      Eigen::Map<const MatrixX<T>> zrow(state.zxbcdt.data() + z_off, 1, ds);
-      gated_norm(yrow, zrow);
-    }
-    if (dm > 0) {
-      const auto z0 = state.zxbcdt.head(dm).array();
-      state.y.head(dm).array() = z0 / (T(1) + (-z0).exp()) * state.zxbcdt.segment(dm, dm).array();
-    }
+    step_inner(state);
     state.out.noalias() = p_.out_proj_weight * state.y;
     if (c.bias) state.out += p_.out_proj_bias;
     y = state.out;
+  }
+
+  /// One token for each of B streams: row b of u (B x d_model) advances *states[b] and gives row b of y
+  /// (B x d_model). in_proj and out_proj run as one matrix product over the B streams (each read once per
+  /// call, not once per stream); the convolution, the SSD step, the norm and the gates run per stream, in
+  /// parallel over the streams, with the arithmetic of `step`. The products sum in another order than
+  /// `step`'s matrix-vector ones: the outputs agree with B separate steps to rounding, not bit for bit.
+  /// y may be u. Allocates the B x d_in_proj and B x d_inner intermediates.
+  /// \throws ssm::error on shapes that do not fit or a state not from `initial_state()`.
+  SSM_NOINLINE void step_batch(const Eigen::Ref<const Sequence<T>>& u, State* const* states, Eigen::Ref<Sequence<T>> y) const {
+    constexpr const char* where = "Mamba2::step_batch";
+    const Mamba2Config& c = p_.config;
+    const Index B = u.rows();
+    check_shape(u, B, c.d_model, where, "u", "B x d_model");
+    check_shape(y, B, c.d_model, where, "y", "B x d_model (B = u.rows())");
+    for (Index b = 0; b < B; ++b) check_state(*states[b], where);
+    MatrixX<T> zxbcdt(B, c.d_in_proj());
+    zxbcdt.noalias() = u * p_.in_proj_weight.transpose();
+    if (c.bias) zxbcdt.rowwise() += p_.in_proj_bias.transpose();
+    MatrixX<T> inner(B, c.d_inner());
+    detail::for_each_stream(B, [&](Index b) {
+      State& s = *states[b];
+      s.zxbcdt = zxbcdt.row(b).transpose();
+      step_inner(s);
+      inner.row(b) = s.y.transpose();
+    });
+    y.noalias() = inner * p_.out_proj_weight.transpose();
+    if (c.bias) y.rowwise() += p_.out_proj_bias.transpose();
   }
 
  private:
@@ -341,7 +351,7 @@ class Mamba2 {
     return s;
   }
 
-  static void validate(const Params& p) {
+  SSM_NOINLINE static void validate(const Params& p) {
     constexpr const char* where = "Mamba2";
     using detail::concat;
     const Mamba2Config& c = p.config;
@@ -396,6 +406,31 @@ class Mamba2 {
     if (!scratch) check(false, where, "state", "scratch sized by initial_state()", "other sizes");
   }
 
+  /// The part of a step between the two large projections, on one stream's scratch: from in_proj's
+  /// output state.zxbcdt to state.y (convolution step, SSD step, gated norm or gate, the MLP part's gate).
+  void step_inner(State& state) const {
+    const Mamba2Config& c = p_.config;
+    const Index ds = c.ssm_channels(), dm = c.d_mlp(), H = c.nheads();
+    const Index GN = c.ngroups * c.d_state, cd = c.conv_dim();
+    const Index z_off = 2 * dm, xbc_off = 2 * dm + ds, dt_off = xbc_off + cd;
+    detail::causal_depthwise_conv_silu_step<T>(state.zxbcdt.segment(xbc_off, cd), p_.conv1d_weight, p_.conv1d_bias,
+                                               state.conv, state.xbc);
+
+    auto ys = state.y.tail(ds);
+    scan_.step(state.xbc.head(ds), state.zxbcdt.segment(dt_off, H), state.xbc.segment(ds, GN),
+               state.xbc.segment(ds + GN, GN),
+               c.rmsnorm ? state.zxbcdt.segment(z_off, 0) : state.zxbcdt.segment(z_off, ds), state.ssm, ys);
+    if (c.rmsnorm) {
+      Eigen::Map<MatrixX<T>> yrow(ys.data(), 1, ds);
+      Eigen::Map<const MatrixX<T>> zrow(state.zxbcdt.data() + z_off, 1, ds);
+      gated_norm(yrow, zrow);
+    }
+    if (dm > 0) {
+      const auto z0 = state.zxbcdt.head(dm).array();
+      state.y.head(dm).array() = z0 / (T(1) + (-z0).exp()) * state.zxbcdt.segment(dm, dm).array();
+    }
+  }
+
   /// The gated RMSNorm over rows of y (rows x d_ssm), in groups of d_ssm / G columns, in place.
   /// Column-wise, so that the work runs along contiguous time columns. Allocates nothing for one row.
   template <class Y, class Z>
@@ -444,5 +479,7 @@ class Mamba2 {
   Params p_;
   SsdScan<T> scan_;
 };
+
+SSM_EXTERN_TEMPLATE_FLOAT_DOUBLE(Mamba2)  // see SSM_NOINLINE in ssm/core/config.hpp
 
 }  // namespace ssm

@@ -129,7 +129,7 @@ class S4 {
 
   /// Validates `params` (shapes H x M, rank >= 1, Re(Lambda) < 0, finite, D and log_dt with H entries)
   /// and discretises the recurrence. Throws ssm::error naming the bad field.
-  explicit S4(Params params) : params_(std::move(params)) {
+  SSM_NOINLINE explicit S4(Params params) : params_(std::move(params)) {
     const char* where = "S4";
     const Index H = params_.channels(), M = params_.modes();
     check(H >= 1 && M >= 1, where, "Lambda", "H x M with H, M >= 1", shape_string(H, M));
@@ -153,7 +153,7 @@ class S4 {
   /// from in this order: H values for dt, then C (real and imaginary part of each entry, mode by mode, channel
   /// by channel), then D. The reference bounds Re(Lambda) <= -1e-4 (FouT has Re = 0), and so does this.
   /// rank 0 takes the measure's own rank (`hippo::nplr`).
-  static S4 initialise(Index H, Index N, hippo::Measure measure, std::mt19937_64& gen, double dt_min = 1e-3,
+  SSM_NOINLINE static S4 initialise(Index H, Index N, hippo::Measure measure, std::mt19937_64& gen, double dt_min = 1e-3,
                        double dt_max = 1e-1, Index rank = 0) {
     check(H >= 1, "S4::initialise", "H", ">= 1", ssm::detail::concat(H));
     const hippo::NPLR form = hippo::nplr(measure, N, rank);
@@ -188,7 +188,7 @@ class S4 {
   /// `kernels::dplr_c_from_c_tilde`). Inverse of `c_tilde(L)` up to rounding times cond(I - G^L).
   /// Throws ssm::error on invalid parameters, l_kernel < 0, or, naming the channel, when I - Abar^L is
   /// numerically singular (reciprocal condition <= `min_rcond`): a mode that barely decays over L steps.
-  static MatrixXc<T> c_from_c_tilde(const Params& p_with_c_tilde, Index l_kernel, double min_rcond = 1e-12) {
+  SSM_NOINLINE static MatrixXc<T> c_from_c_tilde(const Params& p_with_c_tilde, Index l_kernel, double min_rcond = 1e-12) {
     const char* where = "S4::c_from_c_tilde";
     const Params& p = p_with_c_tilde;
     check(p.channels() >= 1 && p.modes() >= 1, where, "Lambda", "H x M with H, M >= 1",
@@ -215,14 +215,14 @@ class S4 {
   const DPLRDiscrete<T>& discrete() const { return discrete_; }
 
   /// C_tilde = C (I - Abar^L), H x M, computed in double.
-  MatrixXc<T> c_tilde(Index L) const {
+  SSM_NOINLINE MatrixXc<T> c_tilde(Index L) const {
     check(L >= 1, "S4::c_tilde", "L", ">= 1", ssm::detail::concat(L));
     return kernels::dplr_c_tilde<double>(discrete_double(), params_.C.template cast<Complex<double>>(), L)
         .template cast<Complex<T>>();
   }
 
   /// The convolution kernel of length L, L x H: K_l = 2 Re(C Abar^l Bbar) (no D term).
-  MatrixX<T> kernel(Index L) const {
+  SSM_NOINLINE MatrixX<T> kernel(Index L) const {
     check(L >= 1, "S4::kernel", "L", ">= 1", ssm::detail::concat(L));
     return kernels::dplr_kernel(params_.Lambda, params_.P, params_.B, c_tilde(L), dt_, L);
   }
@@ -236,7 +236,7 @@ class S4 {
   /// beyond. Made once per L and kept in `spectrum_cache()` (shared by copies of the layer; keyed by L alone:
   /// kernel_length is fixed for the layer). An entry holds (n/2 + 1) x H complex values, n the FFT size
   /// >= 2L: 33.5 MB at H = 256, L = 16384 in float.
-  std::shared_ptr<const KernelSpectrum<T>> kernel_spectrum(Index L) const {
+  SSM_NOINLINE std::shared_ptr<const KernelSpectrum<T>> kernel_spectrum(Index L) const {
     check(L >= 1, "S4::kernel_spectrum", "L", ">= 1", ssm::detail::concat(L));
     return cache_->spectra.get_or_make(L, [&] { return make_kernel_spectrum<T>(kernel(convolution_length(L)), L); });
   }
@@ -278,7 +278,7 @@ class S4 {
   ///   the last two in double by blocked powers of Abar (its real 2M x 2M matrix and Abar^64 are made once
   ///   per layer on first use: 2 (2M)^2 doubles per channel). Needs the untruncated kernel: with
   ///   kernel_length < L it throws.
-  Sequence<T> forward(const Eigen::Ref<const Sequence<T>>& u, State& state, Mode mode = Mode::automatic) const {
+  SSM_NOINLINE Sequence<T> forward(const Eigen::Ref<const Sequence<T>>& u, State& state, Mode mode = Mode::automatic) const {
     const char* where = "S4::forward";
     check(u.cols() == channels(), where, "u", ssm::detail::concat("L x ", channels(), " (one column per channel)"),
           shape_string(u.rows(), u.cols()));
@@ -309,7 +309,7 @@ class S4 {
   /// One time step of every channel: x <- Abar x + Bbar u, y = 2 Re(C x) + D u. `u` and `y` have H entries
   /// (contiguous or strided: a row of an L x H sequence works); `y` may alias `u`. O(N rank) per channel;
   /// allocates nothing (shapes are checked every call, messages built only on failure).
-  void step(const Eigen::Ref<const VectorX<T>, 0, Eigen::InnerStride<>>& u, State& state,
+  SSM_NOINLINE void step(const Eigen::Ref<const VectorX<T>, 0, Eigen::InnerStride<>>& u, State& state,
             Eigen::Ref<VectorX<T>, 0, Eigen::InnerStride<>> y) const {
     const char* where = "S4::step";
     if (u.size() != channels()) check_size(u, channels(), where, "u", "H");
@@ -340,14 +340,14 @@ class S4 {
   };
 
   /// y = K * u + D u with the cached spectrum for u's length.
-  Sequence<T> convolve(const Eigen::Ref<const Sequence<T>>& u) const {
+  SSM_NOINLINE Sequence<T> convolve(const Eigen::Ref<const Sequence<T>>& u) const {
     Sequence<T> y = causal_convolution(u, *kernel_spectrum(u.rows()));
     y.noalias() += u * params_.D.asDiagonal();
     return y;
   }
 
   /// The recurrence over u from `state`, channels in parallel.
-  Sequence<T> run_recurrence(const Eigen::Ref<const Sequence<T>>& u, State& state) const {
+  SSM_NOINLINE Sequence<T> run_recurrence(const Eigen::Ref<const Sequence<T>>& u, State& state) const {
     const Index L = u.rows(), H = channels();
     Sequence<T> y(L, H);
     const int team = detail::team_size(L * modes() * H > 65536, H);
@@ -373,7 +373,7 @@ class S4 {
   }
 
   /// The per-channel powers of the convolution mode's states, made on first use (under the cache's lock).
-  const std::vector<ChannelPowers>& channel_powers() const {
+  SSM_NOINLINE const std::vector<ChannelPowers>& channel_powers() const {
     const DPLRDiscrete<double>& d = discrete_double();
     std::lock_guard<std::mutex> lock(cache_->mutex);
     if (!cache_->powers) {
@@ -414,7 +414,7 @@ class S4 {
   }
 
   /// The discrete system in double (for C_tilde and the convolution mode's states), made on first use.
-  const DPLRDiscrete<double>& discrete_double() const {
+  SSM_NOINLINE const DPLRDiscrete<double>& discrete_double() const {
     std::lock_guard<std::mutex> lock(cache_->mutex);
     if (!cache_->discrete_double) {
       LowRank<double> P;
@@ -432,5 +432,7 @@ class S4 {
   MatrixXc<T> C_by_channel_;  // M x H copy of C: each channel's modes contiguous for the recurrence
   std::shared_ptr<Cache> cache_ = std::make_shared<Cache>();
 };
+
+SSM_EXTERN_TEMPLATE_FLOAT_DOUBLE(S4)  // see SSM_NOINLINE in ssm/core/config.hpp
 
 }  // namespace ssm

@@ -289,7 +289,7 @@ class S4Block {
   };
 
   /// Checks `params` (ssm::error naming the field) and builds the K row layers.
-  explicit S4Block(Params params) : p_(std::move(params)) {
+  SSM_NOINLINE explicit S4Block(Params params) : p_(std::move(params)) {
     const char* where = "S4Block";
     const bool is_dplr = p_.kernel == S4BlockKernel::dplr;
     check(is_dplr ? p_.diagonal.empty() : p_.dplr.empty(), where, is_dplr ? "diagonal" : "dplr",
@@ -358,7 +358,7 @@ class S4Block {
   /// 'diag-lin', 'diag-inv', 'diag-real', 'diag-legs'), every kernel row its own C (complex normal, unit
   /// variance), D standard normal, the output linear uniform in +-1/sqrt(in) (PyTorch's default).
   /// Deterministic given `gen`.
-  static S4Block initialise(const S4BlockConfig& config, std::mt19937_64& gen) {
+  SSM_NOINLINE static S4Block initialise(const S4BlockConfig& config, std::mt19937_64& gen) {
     const char* where = "S4Block::initialise";
     check(config.d_model >= 1, where, "config.d_model", ">= 1", ssm::detail::concat(config.d_model));
     const Index H = config.d_model, N = config.d_state, K = config.kernel_rows(), Cc = config.conv_channels();
@@ -435,22 +435,22 @@ class S4Block {
   /// in double (the DPLR C_tilde -> C solve included), then rounded to T. Keys of `file` that start with
   /// `prefix` must be exactly the expected ones: a missing, extra or misshaped (or wrongly typed) key is an
   /// ssm::error naming it.
-  static S4Block load(const io::SafetensorsFile& file, const S4BlockConfig& config, const std::string& prefix = "") {
+  SSM_NOINLINE static S4Block load(const io::SafetensorsFile& file, const S4BlockConfig& config, const std::string& prefix = "") {
     return S4Block(load_params(file, config, prefix).template cast<T>());
   }
 
   /// The same from the path of a safetensors file.
-  static S4Block load(const std::string& safetensors_path, const S4BlockConfig& config, const std::string& prefix = "") {
+  SSM_NOINLINE static S4Block load(const std::string& safetensors_path, const S4BlockConfig& config, const std::string& prefix = "") {
     return load(io::SafetensorsFile::read(safetensors_path), config, prefix);
   }
 
   /// The same from a directory holding model.safetensors and config.json (as the golden cases do).
-  static S4Block load_directory(const std::string& directory, const std::string& prefix = "") {
+  SSM_NOINLINE static S4Block load_directory(const std::string& directory, const std::string& prefix = "") {
     return load(directory + "/model.safetensors", S4BlockConfig::read(directory + "/config.json"), prefix);
   }
 
   /// The parameters `load` builds (in double, before rounding to T).
-  static S4BlockParams<double> load_params(const io::SafetensorsFile& file, const S4BlockConfig& config,
+  SSM_NOINLINE static S4BlockParams<double> load_params(const io::SafetensorsFile& file, const S4BlockConfig& config,
                                            const std::string& prefix = "");
 
   const Params& params() const { return p_; }
@@ -466,7 +466,7 @@ class S4Block {
   bool bidirectional() const { return p_.bidirectional; }
 
   /// The convolution kernel of row k (0 <= k < K) for Lk taps, Lk x H (without D).
-  MatrixX<T> kernel(Index k, Index Lk) const {
+  SSM_NOINLINE MatrixX<T> kernel(Index k, Index Lk) const {
     check(k >= 0 && k < p_.kernel_rows(), "S4Block::kernel", "k", ssm::detail::concat("0 <= k < ", p_.kernel_rows()),
           ssm::detail::concat(k));
     return p_.kernel == S4BlockKernel::dplr ? dplr_[std::size_t(k)].kernel(Lk) : diagonal_[std::size_t(k)].kernel(Lk);
@@ -474,7 +474,7 @@ class S4Block {
 
   /// Convolution mode from the zero state: u is L x H, returns L x output_width(). The kernel has
   /// min(L, l_max) taps (all L when l_max is 0), as the official FFTConv.
-  Sequence<T> forward(const Eigen::Ref<const Sequence<T>>& u) const {
+  SSM_NOINLINE Sequence<T> forward(const Eigen::Ref<const Sequence<T>>& u) const {
     check_input(u, "S4Block::forward");
     const Index L = u.rows(), H = channels();
     if (L == 0) return Sequence<T>(0, output_width_);
@@ -507,7 +507,7 @@ class S4Block {
   /// A whole sequence from `state`, leaving the state after the last row in it (unidirectional blocks only).
   /// `mode` is passed to the row layers (S4 / S4D `forward(u, state, mode)`): both give the same result.
   /// Runs the untruncated recurrence: equal to `forward(u)` only while L <= l_max.
-  Sequence<T> forward(const Eigen::Ref<const Sequence<T>>& u, State& state, Mode mode = Mode::automatic) const {
+  SSM_NOINLINE Sequence<T> forward(const Eigen::Ref<const Sequence<T>>& u, State& state, Mode mode = Mode::automatic) const {
     const char* where = "S4Block::forward";
     check_recurrent(where);
     check_input(u, where);
@@ -530,7 +530,7 @@ class S4Block {
 
   /// One time step (unidirectional blocks only): `u` has H entries, `y` output_width() entries; both may be
   /// strided and `y` may alias `u`. Allocates nothing.
-  void step(const Eigen::Ref<const VectorX<T>, 0, Eigen::InnerStride<>>& u, State& state,
+  SSM_NOINLINE void step(const Eigen::Ref<const VectorX<T>, 0, Eigen::InnerStride<>>& u, State& state,
             Eigen::Ref<VectorX<T>, 0, Eigen::InnerStride<>> y) const {
     const char* where = "S4Block::step";
     check_recurrent(where);
@@ -596,12 +596,12 @@ class S4Block {
     // The SSM state's shape is checked by the row layer.
   }
 
-  Sequence<T> row_forward(Index k, const Eigen::Ref<const Sequence<T>>& u) const {
+  SSM_NOINLINE Sequence<T> row_forward(Index k, const Eigen::Ref<const Sequence<T>>& u) const {
     return p_.kernel == S4BlockKernel::dplr ? dplr_[std::size_t(k)].forward(u) : diagonal_[std::size_t(k)].forward(u);
   }
 
   /// Activation, output linear, final activation on the L x Cc H convolution output.
-  Sequence<T> head(const MatrixX<T>& conv) const {
+  SSM_NOINLINE Sequence<T> head(const MatrixX<T>& conv) const {
     MatrixX<T> hidden = nn::activate(p_.activation, conv);
     if (!p_.output_linear) return hidden;
     return nn::activate(p_.final_activation, p_.output_linear->forward(hidden));
@@ -824,5 +824,7 @@ S4BlockParams<double> S4Block<T>::load_params(const io::SafetensorsFile& file, c
   }
   return p;
 }
+
+SSM_EXTERN_TEMPLATE_FLOAT_DOUBLE(S4Block)  // see SSM_NOINLINE in ssm/core/config.hpp
 
 }  // namespace ssm

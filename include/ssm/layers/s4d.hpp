@@ -122,7 +122,7 @@ class S4D {
   /// Checks and keeps `params` (throws ssm::error naming the field on a bad shape, a non-finite
   /// value, a log_dt whose exp is not a positive finite step, or Re Lambda > 0; the bilinear transform's
   /// singular point dt Lambda = 2 has Re > 0 and is excluded with it), then discretises in double.
-  explicit S4D(Params params) : p_(std::move(params)), spectra_(std::make_shared<SpectrumCache<T>>()) {
+  SSM_NOINLINE explicit S4D(Params params) : p_(std::move(params)), spectra_(std::make_shared<SpectrumCache<T>>()) {
     const char* where = "S4D";
     const Index H = p_.Lambda.rows(), M = p_.Lambda.cols();
     check(H >= 1 && M >= 1, where, "Lambda", "H x M with H, M >= 1", shape_string(H, M));
@@ -167,7 +167,7 @@ class S4D {
   /// N is the full state size (even): the layer keeps N/2 modes.
   /// As the reference's SSMKernelDiag (which stores -Re A and -Im A clamped to >= 1e-4), Lambda is bounded:
   /// Re <= -1e-4 and Im <= -1e-4. So S4D-Real gets Im = -1e-4 and S4D-Lin's mode 0 Im = -1e-4.
-  static S4D initialise(Index H, Index N, hippo::DiagonalInit init, Discretization method, std::mt19937_64& gen,
+  SSM_NOINLINE static S4D initialise(Index H, Index N, hippo::DiagonalInit init, Discretization method, std::mt19937_64& gen,
                         double dt_min = 1e-3, double dt_max = 1e-1) {
     check(H >= 1, "S4D::initialise", "H", ">= 1", detail::concat(H));
     const hippo::DiagonalModes modes = hippo::diagonal_init(init, N);
@@ -204,7 +204,7 @@ class S4D {
   const MatrixXc<T>& B_bar() const { return b_bar_; }
 
   /// The convolution kernel K[l, h] = 2 Re sum_n C[h,n] Bbar[h,n] Abar[h,n]^l, l < L: L x H (without D).
-  Sequence<T> kernel(Index L) const {
+  SSM_NOINLINE Sequence<T> kernel(Index L) const {
     check(L >= 1, "S4D::kernel", "L", ">= 1", detail::concat(L));
     return vandermonde_kernel<T>(log_a_bar_, weights_, L);
   }
@@ -216,7 +216,7 @@ class S4D {
   /// beyond. Made once per L and kept in `spectrum_cache()` (shared by copies of the layer; keyed by L alone,
   /// since kernel_length is fixed for the layer). An entry holds (n/2 + 1) x H complex values, n the FFT
   /// size >= 2L: 33.5 MB at H = 256, L = 16384 in float.
-  std::shared_ptr<const KernelSpectrum<T>> kernel_spectrum(Index L) const {
+  SSM_NOINLINE std::shared_ptr<const KernelSpectrum<T>> kernel_spectrum(Index L) const {
     check(L >= 1, "S4D::kernel_spectrum", "L", ">= 1", detail::concat(L));
     return spectra_->get_or_make(L, [&] { return make_kernel_spectrum<T>(kernel(convolution_length(L)), L); });
   }
@@ -250,7 +250,7 @@ class S4D {
   /// - recurrence: the diagonal scan;
   /// - convolution: y = K * u + D u + 2 Re sum_n C Abar^{t+1} x0 and x_{L-1} = Abar^L x0 + Bbar sum_k
   ///   Abar^k u_{L-1-k}. It needs the untruncated kernel: with kernel_length < L it throws.
-  Sequence<T> forward(const Eigen::Ref<const Sequence<T>>& u, State& state, Mode mode = Mode::automatic) const {
+  SSM_NOINLINE Sequence<T> forward(const Eigen::Ref<const Sequence<T>>& u, State& state, Mode mode = Mode::automatic) const {
     const char* where = "S4D::forward";
     check(u.cols() == channels(), where, "u", detail::concat("L x ", channels(), " (L x H)"),
           shape_string(u.rows(), u.cols()));
@@ -280,7 +280,7 @@ class S4D {
   /// for that length with the layer's method (ZOH: x_k = exp(tau A) x_{k-1} + (exp(tau A) - 1)/A B u_k,
   /// tau = dt intervals_k). From `state`, returns y (L x H) and leaves x_{L-1} in `state`. With all
   /// intervals 1 this is `forward(u, state, Mode::recurrence)`.
-  Sequence<T> forward_irregular(const Eigen::Ref<const Sequence<T>>& u, const Eigen::Ref<const VectorX<T>>& intervals,
+  SSM_NOINLINE Sequence<T> forward_irregular(const Eigen::Ref<const Sequence<T>>& u, const Eigen::Ref<const VectorX<T>>& intervals,
                                 State& state) const {
     const char* where = "S4D::forward_irregular";
     check(u.cols() == channels(), where, "u", detail::concat("L x ", channels(), " (L x H)"),
@@ -296,7 +296,7 @@ class S4D {
   /// One step of the recurrence for all H channels: x = Abar .* x + Bbar u, y = 2 Re(C . x) + D u.
   /// `u` and `y` have H entries (contiguous or strided: a row of an L x H sequence works); `y` may
   /// alias `u`. Allocates nothing; shapes are checked (cheaply) every call.
-  void step(const Eigen::Ref<const VectorX<T>, 0, Eigen::InnerStride<>>& u, State& state,
+  SSM_NOINLINE void step(const Eigen::Ref<const VectorX<T>, 0, Eigen::InnerStride<>>& u, State& state,
             Eigen::Ref<VectorX<T>, 0, Eigen::InnerStride<>> y) const {
     const char* where = "S4D::step";
     // Messages are built only on failure: a passing check allocates nothing.
@@ -321,7 +321,7 @@ class S4D {
 
  private:
   /// y = K * u + D .* u with the cached spectrum for u's length.
-  Sequence<T> convolve(const Eigen::Ref<const Sequence<T>>& u) const {
+  SSM_NOINLINE Sequence<T> convolve(const Eigen::Ref<const Sequence<T>>& u) const {
     Sequence<T> y = causal_convolution(u, *kernel_spectrum(u.rows()));
     y.noalias() += u * p_.D.asDiagonal();
     return y;
@@ -333,7 +333,7 @@ class S4D {
 
   /// The recurrence over u (L x H), time-invariant (intervals == nullptr) or with per-step
   /// intervals. Time is processed in chunks so the scratch stays O(chunk x M) per thread.
-  Sequence<T> run(const Eigen::Ref<const Sequence<T>>& u, const VectorX<double>* intervals, State& state) const {
+  SSM_NOINLINE Sequence<T> run(const Eigen::Ref<const Sequence<T>>& u, const VectorX<double>* intervals, State& state) const {
     const Index L = u.rows(), H = channels(), M = modes();
     Sequence<T> y(L, H);
     if (L == 0) return y;
@@ -405,5 +405,7 @@ class S4D {
   MatrixXc<double> weights_;        // H x M: C .* Bbar, for the kernel
   std::shared_ptr<SpectrumCache<T>> spectra_;  // shared by copies
 };
+
+SSM_EXTERN_TEMPLATE_FLOAT_DOUBLE(S4D)  // see SSM_NOINLINE in ssm/core/config.hpp
 
 }  // namespace ssm

@@ -139,7 +139,7 @@ class SsdScan {
 
   /// Checks the parameters. \throws ssm::error naming the field (headdim, dstate, ngroups not
   /// dividing the heads, D / dt_bias of the wrong size, an empty or inverted dt clamp).
-  explicit SsdScan(Params params) : p_(std::move(params)) {
+  SSM_NOINLINE explicit SsdScan(Params params) : p_(std::move(params)) {
     constexpr const char* where = "SsdScan";
     using detail::concat;
     const Index H = p_.A.size();
@@ -183,7 +183,7 @@ class SsdScan {
 
   /// The scan from the zero state, or from `initial_state` ((H P) x N) when it is not empty.
   /// z (L x H P) is the optional gate: pass an empty matrix for none.
-  SsdScanResult<T> forward(const Eigen::Ref<const MatrixX<T>>& x, const Eigen::Ref<const MatrixX<T>>& dt,
+  SSM_NOINLINE SsdScanResult<T> forward(const Eigen::Ref<const MatrixX<T>>& x, const Eigen::Ref<const MatrixX<T>>& dt,
                            const Eigen::Ref<const MatrixX<T>>& B, const Eigen::Ref<const MatrixX<T>>& C,
                            const Eigen::Ref<const MatrixX<T>>& z = MatrixX<T>(),
                            const Eigen::Ref<const MatrixX<T>>& initial_state = MatrixX<T>(),
@@ -205,7 +205,7 @@ class SsdScan {
   /// Every shape is checked (ssm::error naming the argument). chunk_size: Q >= 1 (chunked only).
   /// Allocates only scratch: the recurrence 2 L G N (B, C transposed), the chunked form L G Q (every
   /// chunk's C B^T) and per thread P N + Q^2 + Q P + 4 Q.
-  void run(const Eigen::Ref<const MatrixX<T>>& x, const Eigen::Ref<const MatrixX<T>>& dt,
+  SSM_NOINLINE void run(const Eigen::Ref<const MatrixX<T>>& x, const Eigen::Ref<const MatrixX<T>>& dt,
            const Eigen::Ref<const MatrixX<T>>& B, const Eigen::Ref<const MatrixX<T>>& C,
            const Eigen::Ref<const MatrixX<T>>& z, Eigen::Ref<MatrixX<T>> state, Eigen::Ref<MatrixX<T>> out,
            SsdAlgorithm algorithm = SsdAlgorithm::chunked, Index chunk_size = kSsdDefaultChunk) const {
@@ -231,7 +231,7 @@ class SsdScan {
   /// gate), the state ((H P) x N) updated in place, y_t (H P) written (it must not overlap x_t or z_t).
   /// Allocates nothing for contiguous vectors (a strided argument would be copied by Eigen::Ref: the
   /// Mamba-2 layer's `step`, which takes strided rows, passes its own contiguous scratch).
-  void step(const Eigen::Ref<const VectorX<T>>& x, const Eigen::Ref<const VectorX<T>>& dt,
+  SSM_NOINLINE void step(const Eigen::Ref<const VectorX<T>>& x, const Eigen::Ref<const VectorX<T>>& dt,
             const Eigen::Ref<const VectorX<T>>& B, const Eigen::Ref<const VectorX<T>>& C,
             const Eigen::Ref<const VectorX<T>>& z, Eigen::Ref<MatrixX<T>> state, Eigen::Ref<VectorX<T>> y) const {
     constexpr const char* where = "SsdScan::step";
@@ -286,7 +286,7 @@ class SsdScan {
   }
 
   /// The recurrence over L steps, head by head (a head's P x N state stays in cache for all L steps).
-  void recurrent(const Eigen::Ref<const MatrixX<T>>& x, const Eigen::Ref<const MatrixX<T>>& dt,
+  SSM_NOINLINE void recurrent(const Eigen::Ref<const MatrixX<T>>& x, const Eigen::Ref<const MatrixX<T>>& dt,
                  const Eigen::Ref<const MatrixX<T>>& B, const Eigen::Ref<const MatrixX<T>>& C,
                  const Eigen::Ref<const MatrixX<T>>& z, Eigen::Ref<MatrixX<T>>& state,
                  Eigen::Ref<MatrixX<T>>& out) const {
@@ -326,7 +326,7 @@ class SsdScan {
   ///   intra  Y  += tril(C_c B_c^T o decay o delta) X_c      (q x q by q x P; C_c B_c^T formed once per
   ///                                                         group and chunk, before the heads)
   ///   state  S   = exp(cs_last) S + (diag(w) X_c)^T B_c     (P x q by q x N)
-  void chunked(const Eigen::Ref<const MatrixX<T>>& x, const Eigen::Ref<const MatrixX<T>>& dt,
+  SSM_NOINLINE void chunked(const Eigen::Ref<const MatrixX<T>>& x, const Eigen::Ref<const MatrixX<T>>& dt,
                const Eigen::Ref<const MatrixX<T>>& B, const Eigen::Ref<const MatrixX<T>>& C,
                const Eigen::Ref<const MatrixX<T>>& z, Eigen::Ref<MatrixX<T>>& state, Eigen::Ref<MatrixX<T>>& out,
                Index Q) const {
@@ -372,7 +372,7 @@ class SsdScan {
   };
 
   /// Head h over the whole sequence, chunk by chunk (see `chunked`), skip and gate included.
-  void chunked_head(Index h, const Eigen::Ref<const MatrixX<T>>& x, const Eigen::Ref<const MatrixX<T>>& dt,
+  SSM_NOINLINE void chunked_head(Index h, const Eigen::Ref<const MatrixX<T>>& x, const Eigen::Ref<const MatrixX<T>>& dt,
                     const Eigen::Ref<const MatrixX<T>>& B, const Eigen::Ref<const MatrixX<T>>& C,
                     const Eigen::Ref<const MatrixX<T>>& z, const MatrixX<T>& CB,
                     Index chunks, Eigen::Ref<MatrixX<T>>& state, Eigen::Ref<MatrixX<T>>& out, Index Q,
@@ -447,5 +447,7 @@ class SsdScan {
   Params p_;
   T lo_ = 0, hi_ = std::numeric_limits<T>::infinity();
 };
+
+SSM_EXTERN_TEMPLATE_FLOAT_DOUBLE(SsdScan)  // see SSM_NOINLINE in ssm/core/config.hpp
 
 }  // namespace ssm

@@ -320,7 +320,7 @@ class MambaLM {
 
   /// Assembles a model from its parts. lm_head empty means tied to the embedding.
   /// \throws ssm::error on a shape that does not fit.
-  MambaLM(MambaLMConfig config, MatrixX<Scalar> embedding, std::vector<Layer> layers, VectorX<Scalar> norm_f,
+  SSM_NOINLINE MambaLM(MambaLMConfig config, MatrixX<Scalar> embedding, std::vector<Layer> layers, VectorX<Scalar> norm_f,
           MatrixX<Scalar> lm_head = {})
       : config_(std::move(config)),
         embedding_(std::move(embedding)),
@@ -348,7 +348,7 @@ class MambaLM {
 
   /// Loads `directory`/config.json and `directory`/model.safetensors.
   /// \throws ssm::error naming the file, the field or the tensor that is missing or misshaped.
-  static MambaLM load(const std::string& directory) {
+  SSM_NOINLINE static MambaLM load(const std::string& directory) {
     const std::string config_path = directory + "/config.json";
     std::ifstream in(config_path);
     if (!in) throw error(detail::concat("MambaLM::load: ", config_path, ": cannot open the file"));
@@ -361,7 +361,7 @@ class MambaLM {
   /// Builds the model from a parsed config and checkpoint (the names listed in the file comment).
   /// \throws ssm::error naming a tensor that is missing, misshaped (the embedding must have
   /// padded_vocab_size() rows) or not used by the model.
-  static MambaLM from_safetensors(const MambaLMConfig& config, const io::SafetensorsFile& file) {
+  SSM_NOINLINE static MambaLM from_safetensors(const MambaLMConfig& config, const io::SafetensorsFile& file) {
     const Index dm = config.d_model, vocab = config.padded_vocab_size();
     std::set<std::string> used;
     auto tensor = [&](const std::string& name, const std::vector<Index>& shape) {
@@ -427,14 +427,14 @@ class MambaLM {
   }
 
   /// Logits (L x vocab) of `tokens` from zero states.
-  MatrixX<Scalar> forward(const std::vector<Token>& tokens) const {
+  SSM_NOINLINE MatrixX<Scalar> forward(const std::vector<Token>& tokens) const {
     State s = initial_state();
     return forward(tokens, s);
   }
 
   /// Logits (L x vocab) of `tokens` starting from `state`, left as the state after the last token
   /// (chunked prefill continues exactly; `step` continues from it).
-  MatrixX<Scalar> forward(const std::vector<Token>& tokens, State& state) const {
+  SSM_NOINLINE MatrixX<Scalar> forward(const std::vector<Token>& tokens, State& state) const {
     return final_hidden(tokens, state, "MambaLM::forward") * lm_head().transpose();
   }
 
@@ -442,7 +442,7 @@ class MambaLM {
   /// `state` and leaving it after the last token. The same as the last row of `forward(tokens, state)`
   /// without the head's product on the other L - 1 positions (2 (L - 1) vocab d_model FLOPs: at the
   /// mamba-130m shape and L = 512 about a quarter of forward's time).
-  VectorX<Scalar> prefill(const std::vector<Token>& tokens, State& state) const {
+  SSM_NOINLINE VectorX<Scalar> prefill(const std::vector<Token>& tokens, State& state) const {
     check(!tokens.empty(), "MambaLM::prefill", "tokens", "at least one token", "none");
     const MatrixX<Scalar> normed = final_hidden(tokens, state, "MambaLM::prefill");
     VectorX<Scalar> logits(vocab_size());
@@ -452,7 +452,7 @@ class MambaLM {
 
   /// One token: advances `state` and writes the next-token logits into `logits` (vocab; contiguous,
   /// so that the head's product needs no temporary). Allocates nothing.
-  void step(Token token, State& state, Eigen::Ref<VectorX<Scalar>> logits) const {
+  SSM_NOINLINE void step(Token token, State& state, Eigen::Ref<VectorX<Scalar>> logits) const {
     check_token(token, "MambaLM::step");
     check_state(state, "MambaLM::step");
     check_size(logits, vocab_size(), "MambaLM::step", "logits", "vocab");
@@ -470,12 +470,48 @@ class MambaLM {
     logits.noalias() = lm_head() * state.normed;
   }
 
+  /// One token for each of B streams (batched decoding): tokens[b] advances states[b] and row b of
+  /// `logits` (B x vocab) gets its next-token logits. Each stream keeps its own state and may be at its own
+  /// position. Every large product (in_proj and out_proj of each layer, the head) is one matrix product
+  /// over the B streams, so the weights are read once per call rather than once per stream: up to the
+  /// point where the products become compute-bound, B streams cost little more than one (the figures are
+  /// in bench/RESULTS.md). The norms, convolutions and scans run per stream with the arithmetic of `step`;
+  /// the products sum in another order than `step`'s, so the logits agree with B separate steps to
+  /// rounding (tested), not bit for bit. Allocates the B x width intermediates.
+  /// \throws ssm::error on a token out of range, a state count or shape that does not fit, or logits not B x vocab.
+  SSM_NOINLINE void step_batch(const std::vector<Token>& tokens, std::vector<State>& states,
+                               Eigen::Ref<MatrixX<Scalar>> logits) const {
+    constexpr const char* where = "MambaLM::step_batch";
+    const Index B = Index(tokens.size()), dm = config_.d_model;
+    check(Index(states.size()) == B, where, "states", detail::concat(B, " (one per token)"), detail::concat(states.size()));
+    check_shape(logits, B, vocab_size(), where, "logits", "B x vocab (B = tokens.size())");
+    check_tokens(tokens, where);
+    for (const State& s : states) check_state(s, where);
+    MatrixX<Scalar> hidden(B, dm), residual(B, dm), normed(B, dm);
+    for (Index b = 0; b < B; ++b) hidden.row(b) = embedding_.row(tokens[std::size_t(b)]);
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+      if (i == 0) residual = hidden;
+      else residual += hidden;
+      rms_norm_each_row(residual, layers_[i].norm_weight, normed);
+      std::visit([&](const auto& mixer) {
+        using M = std::decay_t<decltype(mixer)>;
+        std::vector<typename M::State*> mixer_states(std::size_t(B), nullptr);
+        for (Index b = 0; b < B; ++b)
+          mixer_states[std::size_t(b)] = &std::get<typename M::State>(states[std::size_t(b)].layers[i]);  // kinds checked
+        mixer.step_batch(normed, mixer_states.data(), hidden);
+      }, layers_[i].mixer);
+    }
+    residual += hidden;
+    rms_norm_each_row(residual, norm_f_, normed);
+    logits.noalias() = normed * lm_head().transpose();
+  }
+
   /// Decoding: the prompt is run through `prefill` (one pass), then up to `n_new` tokens are each chosen
   /// from the logits by a `Sampler` with `options.sampling` (greedy by default: the argmax, the first on a
   /// tie; sampling.hpp gives the draw) and fed back with `step`. Ends early after a token of
   /// `options.stop_tokens` (which is returned) or when `on_token`, called with each new token as it is
   /// chosen (to stream text out), returns false. Returns the new tokens.
-  std::vector<Token> generate(const std::vector<Token>& prompt, Index n_new, const GenerationOptions& options = {},
+  SSM_NOINLINE std::vector<Token> generate(const std::vector<Token>& prompt, Index n_new, const GenerationOptions& options = {},
                               const std::function<bool(Token)>& on_token = {}) const {
     constexpr const char* where = "MambaLM::generate";
     check(!prompt.empty(), where, "prompt", "at least one token", "none");
@@ -500,7 +536,7 @@ class MambaLM {
  private:
   /// The final-normed hidden states (L x d_model) of `tokens` from `state`, which is advanced: every
   /// layer's residual stream, mixer and norm, then norm_f; the head is left to the caller.
-  MatrixX<Scalar> final_hidden(const std::vector<Token>& tokens, State& state, const char* where) const {
+  SSM_NOINLINE MatrixX<Scalar> final_hidden(const std::vector<Token>& tokens, State& state, const char* where) const {
     check_tokens(tokens, where);
     check_state(state, where);
     const Index L = Index(tokens.size()), dm = config_.d_model;
@@ -518,7 +554,7 @@ class MambaLM {
 
   /// Mamba-1 block `prefix`* of a checkpoint (names and shapes in the file comment).
   template <class Tensor>
-  static Mamba<Scalar> load_mamba1(const MambaConfig& b, const std::string& prefix, Tensor& tensor) {
+  SSM_NOINLINE static Mamba<Scalar> load_mamba1(const MambaConfig& b, const std::string& prefix, Tensor& tensor) {
     const Index dm = b.d_model, di = b.d_inner(), N = b.d_state, K = b.d_conv, R = b.rank();
     MambaParams<Scalar> p;
     p.config = b;
@@ -538,7 +574,7 @@ class MambaLM {
 
   /// Mamba-2 mixer `prefix`* of a checkpoint (names and shapes in the file comment).
   template <class Tensor>
-  static Mamba2<Scalar> load_mamba2(const Mamba2Config& b, const std::string& prefix, Tensor& tensor) {
+  SSM_NOINLINE static Mamba2<Scalar> load_mamba2(const Mamba2Config& b, const std::string& prefix, Tensor& tensor) {
     const Index dm = b.d_model, H = b.nheads(), ds = b.ssm_channels(), cd = b.conv_dim();
     Mamba2Params<Scalar> p;
     p.config = b;
@@ -570,6 +606,15 @@ class MambaLM {
   void rms_norm(const VectorX<Scalar>& x, const VectorX<Scalar>& weight, VectorX<Scalar>& y) const {
     const Scalar rstd = Scalar(1) / std::sqrt(x.squaredNorm() / Scalar(x.size()) + Scalar(config_.norm_epsilon));
     y = (x.array() * rstd * weight.array()).matrix();
+  }
+
+  /// `rms_norm` (the step's arithmetic) on each row of x (B x d_model) into y.
+  void rms_norm_each_row(const MatrixX<Scalar>& x, const VectorX<Scalar>& weight, MatrixX<Scalar>& y) const {
+    for (Index b = 0; b < x.rows(); ++b) {
+      const Scalar rstd =
+          Scalar(1) / std::sqrt(x.row(b).squaredNorm() / Scalar(x.cols()) + Scalar(config_.norm_epsilon));
+      y.row(b) = (x.row(b).array() * rstd * weight.transpose().array()).matrix();
+    }
   }
 
   /// RMSNorm of every row of x (L x d_model).
@@ -604,5 +649,7 @@ class MambaLM {
   VectorX<Scalar> norm_f_;
   MatrixX<Scalar> lm_head_;  ///< Empty when tied.
 };
+
+SSM_EXTERN_TEMPLATE_FLOAT_DOUBLE(MambaLM)  // see SSM_NOINLINE in ssm/core/config.hpp
 
 }  // namespace ssm

@@ -195,7 +195,7 @@ class S4Model {
   };
 
   /// Assembles a model from its parts. \throws ssm::error on a part whose size does not fit.
-  S4Model(S4ModelConfig config, nn::Linear<T> encoder, std::vector<Layer> layers, nn::Linear<T> decoder)
+  SSM_NOINLINE S4Model(S4ModelConfig config, nn::Linear<T> encoder, std::vector<Layer> layers, nn::Linear<T> decoder)
       : config_(std::move(config)), encoder_(std::move(encoder)), layers_(std::move(layers)), decoder_(std::move(decoder)) {
     const char* where = "S4Model";
     const Index H = config_.d_model;
@@ -217,7 +217,7 @@ class S4Model {
   }
 
   /// Loads `directory`/config.json and `directory`/model.safetensors.
-  static S4Model load(const std::string& directory) {
+  SSM_NOINLINE static S4Model load(const std::string& directory) {
     return load(io::SafetensorsFile::read(directory + "/model.safetensors"),
                 S4ModelConfig::read(directory + "/config.json"));
   }
@@ -225,7 +225,7 @@ class S4Model {
   /// Builds the model from a checkpoint and its config (tensor names in the file comment). Missing and
   /// misshaped tensors are reported first (the model's own, then each layer's), then any tensor the model
   /// does not have. \throws ssm::error naming the tensor.
-  static S4Model load(const io::SafetensorsFile& file, const S4ModelConfig& config) {
+  SSM_NOINLINE static S4Model load(const io::SafetensorsFile& file, const S4ModelConfig& config) {
     const Index H = config.d_model;
     std::set<std::string> own;  // the model's tensors outside its S4D layers
     auto tensor = [&](const std::string& name, const std::vector<Index>& shape) {
@@ -277,7 +277,7 @@ class S4Model {
   /// The logits (d_output) of x (L x d_input, L >= 1) by convolution. When `residuals` is given it receives
   /// the residual stream after each layer (n_layers matrices of L x H; after the layer's LayerNorm when
   /// postnorm), the official model's h between layers.
-  VectorX<T> forward(const Eigen::Ref<const Sequence<T>>& x, std::vector<Sequence<T>>* residuals = nullptr) const {
+  SSM_NOINLINE VectorX<T> forward(const Eigen::Ref<const Sequence<T>>& x, std::vector<Sequence<T>>* residuals = nullptr) const {
     const char* where = "S4Model::forward";
     if (x.rows() < 1 || x.cols() != config_.d_input)
       check(false, where, "x", detail::concat("L x ", config_.d_input, " with L >= 1 (L x d_input)"),
@@ -308,7 +308,7 @@ class S4Model {
   /// Feeds one sample x[t, :] (d_input): runs it through every layer's recurrent step and adds the last
   /// residual stream h[t, :] (left in state.hidden) to the running sum. `sample` may be strided (a row of
   /// an L x d_input matrix, transposed). Allocates nothing.
-  void step(const Eigen::Ref<const VectorX<T>, 0, Eigen::InnerStride<>>& sample, State& state) const {
+  SSM_NOINLINE void step(const Eigen::Ref<const VectorX<T>, 0, Eigen::InnerStride<>>& sample, State& state) const {
     const char* where = "S4Model::step";
     if (sample.size() != config_.d_input) check_size(sample, config_.d_input, where, "sample", "d_input");
     check_state(state, where);
@@ -329,7 +329,7 @@ class S4Model {
 
   /// The logits (d_output) of the samples fed so far (at least one): the decoder on sum / steps. Equal to
   /// `forward` of the same samples.
-  VectorX<T> logits(const State& state) const {
+  SSM_NOINLINE VectorX<T> logits(const State& state) const {
     const char* where = "S4Model::logits";
     check_state(state, where);
     check(state.steps >= 1, where, "state", "at least one sample fed by step()", "none");
@@ -352,5 +352,7 @@ class S4Model {
   std::vector<Layer> layers_;
   nn::Linear<T> decoder_;
 };
+
+SSM_EXTERN_TEMPLATE_FLOAT_DOUBLE(S4Model)  // see SSM_NOINLINE in ssm/core/config.hpp
 
 }  // namespace ssm

@@ -1,0 +1,68 @@
+#pragma once
+/// \file lm_batch_support.hpp
+/// Batched decoding (MambaLM::step_batch) against separate steps, for the Mamba-1 and Mamba-2 LM tests.
+
+#include <gtest/gtest.h>
+
+#include "checkpoint_support.hpp"
+#include "test_support.hpp"
+
+#include "ssm/models/mamba_lm.hpp"
+
+#include <vector>
+
+namespace ssm::test {
+
+/// Runs each prompt through `prefill` (so the streams stand at different positions), then steps all of
+/// them together `n_steps` times with `step_batch` and, beside it, each alone with `step`, feeding both
+/// the same next token (the argmax of the separate step's logits). Expects the logits of every stream
+/// and step to agree to `tol` relative to their largest value and the argmax to agree; the largest
+/// difference seen is returned (for the caller to report). Also checks the argument errors.
+template <class T>
+double expect_step_batch_matches_steps(const MambaLM<T>& lm,
+                                       const std::vector<std::vector<typename MambaLM<T>::Token>>& prompts,
+                                       Index n_steps, double tol) {
+  using LM = MambaLM<T>;
+  using Token = typename LM::Token;
+  const std::size_t B = prompts.size();
+  const Index V = lm.vocab_size();
+  std::vector<typename LM::State> batch, single;
+  std::vector<Token> next(B);
+  for (std::size_t b = 0; b < B; ++b) {
+    auto state = lm.initial_state();
+    const VectorX<T> logits = lm.prefill(prompts[b], state);
+    batch.push_back(state);
+    single.push_back(state);
+    Index best;
+    logits.maxCoeff(&best);
+    next[b] = Token(best);
+  }
+  MatrixX<T> batch_logits(Index(B), V);
+  VectorX<T> one(V);
+  double worst = 0;
+  for (Index k = 0; k < n_steps; ++k) {
+    lm.step_batch(next, batch, batch_logits);
+    for (std::size_t b = 0; b < B; ++b) {
+      lm.step(next[b], single[b], one);
+      const MatrixX<double> got = batch_logits.row(Index(b)).transpose().template cast<double>();
+      const MatrixX<double> want = one.template cast<double>();
+      SSM_EXPECT_NEAR_REL(got, want, tol);
+      worst = std::max(worst, (got - want).cwiseAbs().maxCoeff() / want.cwiseAbs().maxCoeff());
+      Index best_batch, best_single;
+      batch_logits.row(Index(b)).maxCoeff(&best_batch);
+      one.maxCoeff(&best_single);
+      EXPECT_EQ(best_batch, best_single) << "stream " << b << ", step " << k;
+      next[b] = Token(best_single);
+    }
+  }
+  std::vector<typename LM::State> too_few(1, lm.initial_state());
+  expect_error([&] { lm.step_batch(next, too_few, batch_logits); }, {"MambaLM::step_batch", "states"});
+  MatrixX<T> narrow(Index(B), V - 1);
+  expect_error([&] { lm.step_batch(next, batch, narrow); }, {"MambaLM::step_batch", "logits"});
+  std::vector<Token> bad = next;
+  bad[0] = Token(V);
+  expect_error([&] { lm.step_batch(bad, batch, batch_logits); }, {"MambaLM::step_batch", "tokens"});
+  return worst;
+}
+
+}  // namespace ssm::test
