@@ -253,7 +253,7 @@ void BM_MambaLMBatchedTokens(benchmark::State& state) {
   const auto& lm = random_lm<T>(state.range(0), state.range(1), state.range(2));
   const ssm::Index B = state.range(3);
   std::vector<typename ssm::MambaLM<T>::State> streams(std::size_t(B), lm.initial_state());
-  std::vector<typename ssm::MambaLM<T>::Token> tokens(std::size_t(B));
+  std::vector<typename ssm::MambaLM<T>::Token> tokens(static_cast<std::size_t>(B));
   for (ssm::Index b = 0; b < B; ++b) tokens[std::size_t(b)] = 1 + b;
   ssm::MatrixX<T> logits(B, lm.vocab_size());
   for (auto _ : state) {
