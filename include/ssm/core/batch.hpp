@@ -48,6 +48,24 @@ void for_each_stream(Index B, const Body& body) {
   errors.rethrow();
 }
 
+/// The batched step of a mixer between two projections, shared by Mamba and Mamba-2: `projected` (B x
+/// in_weight.rows()) = u in_weight^T + in_bias as one matrix product; then, per stream and in parallel over
+/// them, `inner(b, projected.row(b), inner_out.row(b))` (the stream's own step between the projections);
+/// then y (B x out_weight.rows()) = inner_out out_weight^T + out_bias as one product. Empty biases are none.
+template <class T, class Inner>
+void project_step_project(const Eigen::Ref<const Sequence<T>>& u, const MatrixX<T>& in_weight, const VectorX<T>& in_bias,
+                          const MatrixX<T>& out_weight, const VectorX<T>& out_bias, const Inner& inner,
+                          Eigen::Ref<Sequence<T>> y) {
+  const Index B = u.rows();
+  MatrixX<T> projected(B, in_weight.rows());
+  projected.noalias() = u * in_weight.transpose();
+  if (in_bias.size() != 0) projected.rowwise() += in_bias.transpose();
+  MatrixX<T> inner_out(B, out_weight.cols());
+  for_each_stream(B, [&](Index b) { inner(b, projected.row(b), inner_out.row(b)); });
+  y.noalias() = inner_out * out_weight.transpose();
+  if (out_bias.size() != 0) y.rowwise() += out_bias.transpose();
+}
+
 }  // namespace detail
 
 /// `outputs[b] = layer.forward(inputs[b], states[b])` for every stream b, leaving each stream's final

@@ -321,22 +321,19 @@ class Mamba {
   SSM_NOINLINE void step_batch(const Eigen::Ref<const Sequence<T>>& u, State* const* states, Eigen::Ref<Sequence<T>> y) const {
     constexpr const char* where = "Mamba::step_batch";
     const MambaConfig& c = p_.config;
-    const Index B = u.rows(), di = c.d_inner();
+    const Index B = u.rows();
     check_shape(u, B, c.d_model, where, "u", "B x d_model");
     check_shape(y, B, c.d_model, where, "y", "B x d_model (B = u.rows())");
     for (Index b = 0; b < B; ++b) check_state(*states[b], where);
-    MatrixX<T> xz(B, 2 * di);
-    xz.noalias() = u * p_.in_proj_weight.transpose();
-    if (c.bias) xz.rowwise() += p_.in_proj_bias.transpose();
-    MatrixX<T> inner(B, di);
-    detail::for_each_stream(B, [&](Index b) {
-      State& s = *states[b];
-      s.xz = xz.row(b).transpose();
-      step_inner(s);
-      inner.row(b) = s.y.transpose();
-    });
-    y.noalias() = inner * p_.out_proj_weight.transpose();
-    if (c.bias) y.rowwise() += p_.out_proj_bias.transpose();
+    detail::project_step_project<T>(
+        u, p_.in_proj_weight, p_.in_proj_bias, p_.out_proj_weight, p_.out_proj_bias,
+        [&](Index b, const auto& xz, auto&& inner) {
+          State& s = *states[b];
+          s.xz = xz.transpose();
+          step_inner(s);
+          inner = s.y.transpose();
+        },
+        y);
   }
 
  private:

@@ -319,18 +319,15 @@ class Mamba2 {
     check_shape(u, B, c.d_model, where, "u", "B x d_model");
     check_shape(y, B, c.d_model, where, "y", "B x d_model (B = u.rows())");
     for (Index b = 0; b < B; ++b) check_state(*states[b], where);
-    MatrixX<T> zxbcdt(B, c.d_in_proj());
-    zxbcdt.noalias() = u * p_.in_proj_weight.transpose();
-    if (c.bias) zxbcdt.rowwise() += p_.in_proj_bias.transpose();
-    MatrixX<T> inner(B, c.d_inner());
-    detail::for_each_stream(B, [&](Index b) {
-      State& s = *states[b];
-      s.zxbcdt = zxbcdt.row(b).transpose();
-      step_inner(s);
-      inner.row(b) = s.y.transpose();
-    });
-    y.noalias() = inner * p_.out_proj_weight.transpose();
-    if (c.bias) y.rowwise() += p_.out_proj_bias.transpose();
+    detail::project_step_project<T>(
+        u, p_.in_proj_weight, p_.in_proj_bias, p_.out_proj_weight, p_.out_proj_bias,
+        [&](Index b, const auto& zxbcdt, auto&& inner) {
+          State& s = *states[b];
+          s.zxbcdt = zxbcdt.transpose();
+          step_inner(s);
+          inner = s.y.transpose();
+        },
+        y);
   }
 
  private:
