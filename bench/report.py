@@ -324,6 +324,20 @@ print("| --- | --- | --- | --- |")
 for r in backend_rows:
     print(r)
 
+# Batched decoding (issue 16): aggregate tokens/s of MambaLM::step_batch for B streams, against B = 1 and
+# the FMA peak of the same run (target: B = 16 >= 8x B = 1).
+batched = "BM_MambaLMBatchedTokens<float>/768/24/50280/{}"
+one = counter(batched.format(1), "items_per_second")
+print("\n| Mamba LM batched decoding, mamba-130m shape, 1 thread | aggregate tokens/s | vs B = 1 | FLOP rate vs FMA peak |")
+print("| --- | --- | --- | --- |")
+for B in (1, 4, 16, 64):
+    r, flops = counter(batched.format(B), "items_per_second"), counter(batched.format(B), "flops")
+    ratio = f"{r / one:.2f}x" if r and one else "-"
+    if B == 16 and r and one:
+        ratio += " (target >= 8x: " + ("met" if r / one >= 8 else "**not met**") + ")"
+    share = f"{flops / 1e9:.1f} GFLOP/s, {100 * flops / fma:.0f}% of peak" if flops and fma else "-"
+    print(f"| B = {B} | {'not run' if r is None else f'{r:,.1f}'} | {ratio} | {share} |")
+
 analysis = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ANALYSIS.md")
 if os.path.exists(analysis):
     print()

@@ -34,12 +34,12 @@ namespace ssm {
 
 namespace detail {
 
-/// Runs body(b) for b in [0, B): over the threads when B >= the available threads (and B > 1), else in
-/// order. The first exception any body throws is rethrown on the calling thread.
+/// Runs body(b) for b in [0, B): over the threads when B >= the available threads (and B > 1) and
+/// `worth_threads`, else in order. The first exception any body throws is rethrown on the calling thread.
 template <class Body>
-void for_each_stream(Index B, const Body& body) {
+void for_each_stream(Index B, const Body& body, bool worth_threads = true) {
   const int threads = available_threads();
-  const int team = team_size(B >= threads, B);
+  const int team = team_size(worth_threads && B >= threads, B);
   RegionErrors errors;
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(dynamic) num_threads(team) if (team > 1)
@@ -61,7 +61,10 @@ void project_step_project(const Eigen::Ref<const Sequence<T>>& u, const MatrixX<
   projected.noalias() = u * in_weight.transpose();
   if (in_bias.size() != 0) projected.rowwise() += in_bias.transpose();
   MatrixX<T> inner_out(B, out_weight.cols());
-  for_each_stream(B, [&](Index b) { inner(b, projected.row(b), inner_out.row(b)); });
+  // Waking a team costs tens of microseconds: worth it only when the streams' inner steps are large
+  // (a mixer of width w does some tens of multiply-adds per projected value).
+  const bool worth_threads = B * in_weight.rows() >= 16384;
+  for_each_stream(B, [&](Index b) { inner(b, projected.row(b), inner_out.row(b)); }, worth_threads);
   y.noalias() = inner_out * out_weight.transpose();
   if (out_bias.size() != 0) y.rowwise() += out_bias.transpose();
 }

@@ -312,13 +312,17 @@ class Mamba2 {
   /// `step`'s matrix-vector ones: the outputs agree with B separate steps to rounding, not bit for bit.
   /// y may be u. Allocates the B x d_in_proj and B x d_inner intermediates.
   /// \throws ssm::error on shapes that do not fit or a state not from `initial_state()`.
+  /// `states` points to B state pointers (none null), each from `initial_state()`.
   SSM_NOINLINE void step_batch(const Eigen::Ref<const Sequence<T>>& u, State* const* states, Eigen::Ref<Sequence<T>> y) const {
     constexpr const char* where = "Mamba2::step_batch";
     const Mamba2Config& c = p_.config;
     const Index B = u.rows();
     check_shape(u, B, c.d_model, where, "u", "B x d_model");
     check_shape(y, B, c.d_model, where, "y", "B x d_model (B = u.rows())");
-    for (Index b = 0; b < B; ++b) check_state(*states[b], where);
+    for (Index b = 0; b < B; ++b) {
+      if (states[b] == nullptr) check(false, where, "states", "B pointers to states", detail::concat("null at ", b));
+      check_state(*states[b], where);
+    }
     detail::project_step_project<T>(
         u, p_.in_proj_weight, p_.in_proj_bias, p_.out_proj_weight, p_.out_proj_bias,
         [&](Index b, const auto& zxbcdt, auto&& inner) {

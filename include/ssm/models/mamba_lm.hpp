@@ -473,11 +473,11 @@ class MambaLM {
   /// One token for each of B streams (batched decoding): tokens[b] advances states[b] and row b of
   /// `logits` (B x vocab) gets its next-token logits. Each stream keeps its own state and may be at its own
   /// position. Every large product (in_proj and out_proj of each layer, the head) is one matrix product
-  /// over the B streams, so the weights are read once per call rather than once per stream: up to the
-  /// point where the products become compute-bound, B streams cost little more than one (the figures are
-  /// in bench/RESULTS.md). The norms, convolutions and scans run per stream with the arithmetic of `step`;
-  /// the products sum in another order than `step`'s, so the logits agree with B separate steps to
-  /// rounding (tested), not bit for bit. Allocates the B x width intermediates.
+  /// over the B streams, so the weights are read once per call rather than once per stream. (Eigen's
+  /// products are slow on such skinny shapes: at the mamba-130m shape B = 16 streams give 3.4x the tokens/s
+  /// of one, not 16x; bench/RESULTS.md.) The convolutions and scans run per stream with the arithmetic of
+  /// `step`; the products and norms sum in another order than `step`'s, so the logits agree with B
+  /// separate steps to rounding (tested), not bit for bit. Allocates the B x width intermediates.
   /// \throws ssm::error on a token out of range, a state count or shape that does not fit, or logits not B x vocab.
   SSM_NOINLINE void step_batch(const std::vector<Token>& tokens, std::vector<State>& states,
                                Eigen::Ref<MatrixX<Scalar>> logits) const {
@@ -608,7 +608,7 @@ class MambaLM {
     y = (x.array() * rstd * weight.array()).matrix();
   }
 
-  /// `rms_norm` (the step's arithmetic) on each row of x (B x d_model) into y.
+  /// The formula of `rms_norm` on each row of x (B x d_model) into y.
   void rms_norm_each_row(const MatrixX<Scalar>& x, const VectorX<Scalar>& weight, MatrixX<Scalar>& y) const {
     for (Index b = 0; b < x.rows(); ++b) {
       const Scalar rstd =
