@@ -1,7 +1,7 @@
 // The Linear Recurrent Unit: the golden case (the paper's equations), recurrence against step against
 // convolution, chunked prefill, the ring initialisation, 2^20 steps, float against double, bad input.
 
-#include "allocation_guard.hpp"  // first: it configures Eigen (step tests prove no allocation)
+#include "allocation_guard.hpp"  // counts allocations: the step tests prove there are none
 
 #include "test_support.hpp"
 

@@ -3,7 +3,7 @@
 // options the golden blocks do not cover (gated-MLP split, no rmsnorm, dt_limit), forward == steps,
 // chunked prefill == one pass, expression and strided inputs, allocation-free steps, bad configurations.
 
-#include "allocation_guard.hpp"  // first: it configures Eigen (the step test proves no allocation)
+#include "allocation_guard.hpp"  // counts allocations: the step tests prove there are none
 
 #include "test_support.hpp"
 

@@ -4,7 +4,7 @@
 // no allocation in step, strided and aliased step vectors, expressions as inputs, the reference's
 // initialisation, and bad parameters and inputs.
 
-#include "allocation_guard.hpp"  // first: it configures Eigen (the step test proves no allocation)
+#include "allocation_guard.hpp"  // counts allocations: the step tests prove there are none
 
 #include "test_support.hpp"
 

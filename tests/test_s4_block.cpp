@@ -3,7 +3,7 @@
 // float; step against forward, forward from a state continuing exactly, both modes; a bidirectional block
 // refusing the recurrent mode; checkpoints with a key missing, renamed, reshaped, extra or of the wrong dtype
 // refused with an error naming the key; a block inside a bigger state_dict (prefix); the initialiser.
-#include "allocation_guard.hpp"  // first: it configures Eigen (and counts operator new)
+#include "allocation_guard.hpp"  // counts allocations: the step tests prove there are none
 #include "test_support.hpp"
 
 #include "ssm/layers/s4_block.hpp"

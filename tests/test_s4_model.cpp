@@ -2,7 +2,7 @@
 // prenorm) in double and float, logits and every layer's residual stream; streaming (step + logits) equal to
 // the convolution on the goldens and on randomly initialised models of another size, allocation-free;
 // checkpoints with a key removed, renamed, reshaped or extra refused naming the key; config errors.
-#include "allocation_guard.hpp"  // first: it configures Eigen (and counts operator new)
+#include "allocation_guard.hpp"  // counts allocations: the step tests prove there are none
 #include "checkpoint_support.hpp"
 #include "test_support.hpp"
 

@@ -2,7 +2,7 @@
 // recurrence against step, chunked prefill, irregular sampling against the matrix exponential,
 // 2^20 steps, float against double, and bad input.
 
-#include "allocation_guard.hpp"  // first: it configures Eigen (step tests prove no allocation)
+#include "allocation_guard.hpp"  // counts allocations: the step tests prove there are none
 
 #include "test_support.hpp"
 

@@ -1,7 +1,7 @@
 // The selective scan: the five golden cases of the reference selective_scan_ref, a direct long-double
 // recurrence for every option and unusual state sizes, chunked runs, float against double, bad input,
 // operands read in place or rearranged (same bits), and the in-place form allocating nothing.
-#include "allocation_guard.hpp"  // first: it configures Eigen (the in-place scan is checked to allocate nothing)
+#include "allocation_guard.hpp"  // counts allocations: the step tests prove there are none
 
 #include "test_support.hpp"
 

@@ -3,7 +3,7 @@
 // with eigen_assert made to throw so that a forbidden allocation is a test failure, not an abort).
 // Measured from the very first step after making the state: no lazy allocation either.
 
-#include "allocation_guard.hpp"  // first: it configures Eigen
+#include "allocation_guard.hpp"  // counts allocations: the step tests prove there are none
 
 #include "test_support.hpp"
 

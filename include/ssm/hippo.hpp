@@ -22,6 +22,7 @@
 #include <cmath>
 #include <optional>
 #include <random>
+#include <type_traits>
 
 namespace ssm::hippo {
 
@@ -215,7 +216,13 @@ struct NPLR {
 /// minimum rank (0 means the minimum). The normal part is diagonalised in double by a self-adjoint
 /// eigensolver applied to -i times its skew-symmetric part. `B_clip` (default 2, as the reference)
 /// clips imag(B); pass std::nullopt for the unclipped V^* B0.
-inline NPLR nplr(Measure measure, Index N, Index rank = 0, std::optional<double> B_clip = 2.0) {
+/// Call it as `nplr(measure, N)`: it is a function template (Real = double, the only type) so that only
+/// the files that call it compile Eigen's complex eigensolver; as a plain inline function it cost every
+/// file that includes this header about 10 s of compile time (GCC instantiates what an inline function
+/// uses even when nothing calls it).
+template <class Real = double>
+NPLR nplr(Measure measure, Index N, Index rank = 0, std::optional<double> B_clip = 2.0) {
+  static_assert(std::is_same_v<Real, double>, "hippo::nplr computes in double");
   const char* where = "hippo::nplr";
   detail::check_order(N, where, true);
   if (rank == 0) rank = minimum_rank(measure);
@@ -317,7 +324,9 @@ struct DiagonalModes {
 };
 
 /// The S4D initialisation `init` for state size N (even, >= 2; else ssm::error). See `DiagonalInit`.
-inline DiagonalModes diagonal_init(DiagonalInit init, Index N) {
+/// A function template for the reason `nplr` is one (it calls it); call it as `diagonal_init(init, N)`.
+template <class Real = double>
+DiagonalModes diagonal_init(DiagonalInit init, Index N) {
   detail::check_order(N, "hippo::diagonal_init", true);
   const Index M = N / 2;
   const double pi = 3.14159265358979323846;
@@ -334,7 +343,7 @@ inline DiagonalModes diagonal_init(DiagonalInit init, Index N) {
       for (Index n = 0; n < M; ++n) out.A(n) = Complex<double>(-(1.0 + double(n)), 0.0);
       break;
     case DiagonalInit::legs: {
-      const NPLR form = nplr(Measure::legs, N, 1, 2.0);
+      const NPLR form = nplr<Real>(Measure::legs, N, 1, 2.0);
       for (Index n = 0; n < M; ++n) out.A(n) = Complex<double>(-0.5, form.W(n).imag());
       out.B = form.B;
       break;

@@ -8,12 +8,13 @@
 /// All twelve replaceable allocation functions and their deallocation functions are replaced together:
 /// a partial set would pair the library's operator new (ASan's, under sanitizers) with this free().
 ///
-/// Include this FIRST (before any Eigen header), in exactly one translation unit per executable:
-/// it defines the replacement operator new / delete.
+/// Include it in exactly one translation unit per executable: it defines the replacement operator new /
+/// delete. Eigen's side (EIGEN_RUNTIME_NO_MALLOC, a throwing eigen_assert) is set for every test file
+/// and the shared layer instances alike by eigen_test_config.hpp, which the build force-includes.
 
-// The layers this file's test uses must be compiled here, with EIGEN_RUNTIME_NO_MALLOC and the throwing
-// eigen_assert below, not taken from the shared instances (tests/support/instances) compiled without them.
-#undef SSM_EXTERN_TEMPLATES
+#if !defined(EIGEN_RUNTIME_NO_MALLOC)
+#error "allocation_guard.hpp: build with tests/support/eigen_test_config.hpp force-included (tests/CMakeLists.txt)"
+#endif
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"  // the counting operator new is malloc-based
@@ -22,12 +23,6 @@
 #include <cstdlib>
 #include <new>
 #include <stdexcept>
-
-#define EIGEN_RUNTIME_NO_MALLOC
-#define eigen_assert(x)                                                \
-  do {                                                                 \
-    if (!(x)) throw std::runtime_error("eigen_assert failed: " #x);    \
-  } while (false)
 
 #include <Eigen/Core>
 
