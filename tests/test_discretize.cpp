@@ -2,6 +2,7 @@
 #include "test_support.hpp"
 
 #include "ssm/discretize.hpp"
+#include "ssm/discretize_dense.hpp"
 
 #include <Eigen/LU>
 

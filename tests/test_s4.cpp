@@ -3,6 +3,7 @@
 #include "test_support.hpp"
 
 #include "ssm/discretize.hpp"
+#include "ssm/discretize_dense.hpp"
 #include "ssm/hippo.hpp"
 #include "ssm/kernels/cauchy.hpp"
 #include "ssm/layers/s4.hpp"

@@ -2,8 +2,9 @@
 /// \file discretize.hpp
 /// From continuous time x' = A x + B u to the discrete recurrence x_k = Abar x_{k-1} + Bbar u_k with
 /// step dt, by zero-order hold (ZOH) or the bilinear (Tustin) transform, for diagonal systems
-/// (elementwise), dense systems (matrix exponential), and DPLR systems (bilinear, through the Woodbury
-/// identity: O(N rank) per application, never a dense inverse).
+/// (elementwise) and DPLR systems (bilinear, through the Woodbury identity: O(N rank) per application,
+/// never a dense inverse). Dense systems (the matrix exponential) are in ssm/discretize_dense.hpp, apart
+/// because only they need Eigen's MatrixFunctions module.
 ///
 ///   ZOH:      Abar = exp(dt A),                      Bbar = A^{-1} (exp(dt A) - I) B
 ///   bilinear: Abar = (I - dt/2 A)^{-1} (I + dt/2 A), Bbar = (I - dt/2 A)^{-1} dt B
@@ -15,7 +16,6 @@
 #include "ssm/core/types.hpp"
 
 #include <Eigen/LU>
-#include <unsupported/Eigen/MatrixFunctions>
 
 #include <algorithm>
 #include <cmath>
@@ -105,56 +105,6 @@ DiagonalDiscrete<T> discretize_diagonal(const MatrixXc<T>& A, const MatrixXc<T>&
       out.A_bar(h, m) = std::complex<T>(a_bar);
       out.B_bar(h, m) = std::complex<T>(b_bar);
     }
-  }
-  return out;
-}
-
-/// A discretised dense system: x_k = A_bar x_{k-1} + B_bar u_k.
-template <class S>
-struct DenseDiscrete {
-  MatrixX<S> A_bar;  ///< N x N
-  MatrixX<S> B_bar;  ///< N x K
-};
-
-/// Discretises one dense system x' = A x + B u (A N x N, B N x K, real or complex `S`) with step dt > 0.
-/// ZOH uses the matrix exponential in double of the block matrix dt [[A, B], [0, 0]], whose exponential
-/// is [[A_bar, B_bar], [0, I]] (valid for singular A). Bilinear solves with an LU factorisation of
-/// I - dt/2 A (rejected when that matrix is numerically singular).
-template <class S>
-DenseDiscrete<S> discretize_dense(const MatrixX<S>& A, const MatrixX<S>& B, double dt, Discretization method) {
-  using Real = typename Eigen::NumTraits<S>::Real;
-  static_assert(is_supported_scalar_v<Real>, "S must be float, double or their complex");
-  using W = std::conditional_t<Eigen::NumTraits<S>::IsComplex, std::complex<double>, double>;
-  const char* where = "discretize_dense";
-  check(A.rows() == A.cols(), where, "A", "a square N x N matrix", shape_string(A.rows(), A.cols()));
-  check(B.rows() == A.rows(), where, "B", ssm::detail::concat(A.rows(), " rows (N x K)"), shape_string(B.rows(), B.cols()));
-  check_positive(dt, where, "dt");
-  check_finite(A, where, "A");
-  check_finite(B, where, "B");
-  const Index N = A.rows(), K = B.cols();
-  const MatrixX<W> a = A.template cast<W>(), b = B.template cast<W>();
-  DenseDiscrete<S> out;
-  if (method == Discretization::zoh) {
-    MatrixX<W> block = MatrixX<W>::Zero(N + K, N + K);
-    block.topLeftCorner(N, N) = dt * a;
-    block.topRightCorner(N, K) = dt * b;
-    const MatrixX<W> e = block.exp();
-    out.A_bar = e.topLeftCorner(N, N).template cast<S>();
-    out.B_bar = e.topRightCorner(N, K).template cast<S>();
-  } else {
-    const MatrixX<W> I = MatrixX<W>::Identity(N, N);
-    const MatrixX<W> lhs = I - (0.5 * dt) * a;
-    Eigen::PartialPivLU<MatrixX<W>> lu(lhs);
-    // rcond alone is scale-free: I - dt/2 A = 1e-17 I (dt A = 2 up to rounding, e.g. with FMA
-    // contraction) is "well conditioned". So the smallest pivot is also measured against the scale
-    // of the identity it was subtracted from.
-    const double scale = std::max(1.0, double(lhs.cwiseAbs().rowwise().sum().maxCoeff()));
-    const double min_pivot = N == 0 ? 1.0 : double(lu.matrixLU().diagonal().cwiseAbs().minCoeff());
-    if (N != 0 && !(lu.rcond() > 1e-14 && min_pivot > 1e-14 * scale))
-      check(false, where, "A", "I - dt/2 A invertible (bilinear transform)",
-            ssm::detail::concat("reciprocal condition number ", lu.rcond(), ", smallest pivot ", min_pivot));
-    out.A_bar = lu.solve(I + (0.5 * dt) * a).template cast<S>();
-    out.B_bar = lu.solve(dt * b).template cast<S>();
   }
   return out;
 }

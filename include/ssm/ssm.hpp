@@ -4,7 +4,7 @@
 ///
 ///   core/       aliases and per-scalar traits, errors and checks, FFT plans, causal convolution, scans
 ///   hippo       HiPPO transition matrices, NPLR form, diagonal initialisations
-///   discretize  bilinear and ZOH for dense, diagonal and DPLR systems
+///   discretize  bilinear and ZOH for diagonal and DPLR systems; discretize_dense for dense ones
 ///   kernels/    Cauchy (DPLR) and Vandermonde (diagonal) convolution kernels
 ///   layers/     S4, S4D, LinearRecurrentUnit, the selective scan, the Mamba block
 ///   models/     the Mamba language model
@@ -22,6 +22,7 @@
 #include "ssm/core/diagonal_scan.hpp"
 #include "ssm/hippo.hpp"
 #include "ssm/discretize.hpp"
+#include "ssm/discretize_dense.hpp"
 #include "ssm/kernels/cauchy.hpp"
 #include "ssm/kernels/vandermonde.hpp"
 #include "ssm/kernels/state_sums.hpp"
