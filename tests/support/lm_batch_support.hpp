@@ -19,7 +19,9 @@ namespace ssm::test {
 /// every stream and step to agree to 100 epsilon relative to their largest value (the products sum in
 /// another order than the matrix-vector ones: a few roundings of each, carried through the layers) and
 /// the argmax to agree; records the largest difference seen as the test property
-/// largest_relative_difference. Also checks the argument errors.
+/// largest_relative_difference. A third copy of each stream is stepped by `step_batch` alone (B = 1):
+/// its logits must equal its row of the batch's bit for bit (a stream's result does not depend on the
+/// other streams). Also checks the argument errors.
 template <class T>
 void expect_step_batch_matches_steps(const MambaLM<T>& lm) {
   using LM = MambaLM<T>;
@@ -33,24 +35,30 @@ void expect_step_batch_matches_steps(const MambaLM<T>& lm) {
     prompts.push_back(p);
   }
   const std::size_t B = prompts.size();
-  std::vector<typename LM::State> batch, single;
+  std::vector<typename LM::State> batch, single, alone;
   std::vector<Token> next(B);
   for (std::size_t b = 0; b < B; ++b) {
     auto state = lm.initial_state();
     const VectorX<T> logits = lm.prefill(prompts[b], state);
     batch.push_back(state);
     single.push_back(state);
+    alone.push_back(state);
     Index best;
     logits.maxCoeff(&best);
     next[b] = Token(best);
   }
   MatrixX<T> batch_logits(Index(B), V);
   VectorX<T> one(V);
+  MatrixX<T> alone_logits(1, V);
   double worst = 0;
   for (Index k = 0; k < n_steps; ++k) {
     lm.step_batch(next, batch, batch_logits);
     for (std::size_t b = 0; b < B; ++b) {
       lm.step(next[b], single[b], one);
+      std::vector<typename LM::State> just_b{alone[b]};
+      lm.step_batch({next[b]}, just_b, alone_logits);
+      alone[b] = just_b[0];
+      EXPECT_TRUE(alone_logits.row(0) == batch_logits.row(Index(b))) << "stream " << b << ", step " << k;
       const MatrixX<double> got = batch_logits.row(Index(b)).transpose().template cast<double>();
       const MatrixX<double> want = one.template cast<double>();
       SSM_EXPECT_NEAR_REL(got, want, tol);

@@ -21,10 +21,12 @@
 /// Decoding many streams of a language model is another matter: there each step reads every weight once
 /// per stream, so B separate steps read them B times. `Mamba::step_batch`, `Mamba2::step_batch` and
 /// `MambaLM::step_batch` make the large projections one matrix product over the B streams instead (the
-/// weights read once per call); they agree with separate steps to rounding, not bit for bit, because a
-/// matrix product sums in another order than a matrix-vector product.
+/// weights read once per call, packed for it: core/panel_matrix.hpp); they agree with separate steps to
+/// rounding, not bit for bit, because that product sums in another order than `step`'s matrix-vector
+/// products. Each stream's result does not depend on the other streams of the batch.
 
 #include "ssm/core/error.hpp"
+#include "ssm/core/panel_matrix.hpp"
 #include "ssm/core/parallel.hpp"
 #include "ssm/core/types.hpp"
 
@@ -48,25 +50,38 @@ void for_each_stream(Index B, const Body& body, bool worth_threads = true) {
   errors.rethrow();
 }
 
-/// The batched step of a mixer between two projections, shared by Mamba and Mamba-2: `projected` (B x
-/// in_weight.rows()) = u in_weight^T + in_bias as one matrix product; then, per stream and in parallel over
-/// them, `inner(b, projected.row(b), inner_out.row(b))` (the stream's own step between the projections);
-/// then y (B x out_weight.rows()) = inner_out out_weight^T + out_bias as one product. Empty biases are none.
-template <class T, class Inner>
-void project_step_project(const Eigen::Ref<const Sequence<T>>& u, const MatrixX<T>& in_weight, const VectorX<T>& in_bias,
-                          const MatrixX<T>& out_weight, const VectorX<T>& out_bias, const Inner& inner,
-                          Eigen::Ref<Sequence<T>> y) {
+/// The batched step of a mixer between two projections, shared by Mamba and Mamba-2. Checks that each of
+/// the B pointers in `states` is set and passes `check_state(*states[b])`; then `projected` (B x
+/// in_proj.rows()) = u in_proj^T + in_bias as one product over the streams; then, per stream and in
+/// parallel over them, the stream's own step between the projections: its scratch `(*states[b]).*scratch`
+/// gets row b of `projected`, `inner(*states[b])` runs, and row b of `inner_out` gets the state's `y`;
+/// then y (B x out_proj.rows()) = inner_out out_proj^T + out_bias as one product. Empty biases are none.
+/// y may alias u (u is read completely by the first product).
+template <class T, class State, class CheckState, class Inner>
+void project_step_project(const char* where, const Eigen::Ref<const Sequence<T>>& u, State* const* states,
+                          const CheckState& check_state, const PanelMatrix<T>& in_proj, const VectorX<T>& in_bias,
+                          VectorX<T> State::*scratch, const Inner& inner, const PanelMatrix<T>& out_proj,
+                          const VectorX<T>& out_bias, Eigen::Ref<Sequence<T>> y) {
   const Index B = u.rows();
-  MatrixX<T> projected(B, in_weight.rows());
-  projected.noalias() = u * in_weight.transpose();
-  if (in_bias.size() != 0) projected.rowwise() += in_bias.transpose();
-  MatrixX<T> inner_out(B, out_weight.cols());
+  check(states != nullptr || B == 0, where, "states", "B pointers to states", "null");
+  for (Index b = 0; b < B; ++b) {
+    if (states[b] == nullptr) check(false, where, "states", "B pointers to states", detail::concat("null at ", b));
+    check_state(*states[b]);
+  }
+  // Row-major, so that each stream's row is contiguous for its own step.
+  RowMatrixX<T> projected(B, in_proj.rows());
+  in_proj.multiply_transposed(u, projected, in_bias);
+  RowMatrixX<T> inner_out(B, out_proj.cols());
   // Waking a team costs tens of microseconds: worth it only when the streams' inner steps are large
   // (a mixer of width w does some tens of multiply-adds per projected value).
-  const bool worth_threads = B * in_weight.rows() >= 16384;
-  for_each_stream(B, [&](Index b) { inner(b, projected.row(b), inner_out.row(b)); }, worth_threads);
-  y.noalias() = inner_out * out_weight.transpose();
-  if (out_bias.size() != 0) y.rowwise() += out_bias.transpose();
+  const bool worth_threads = B * in_proj.rows() >= 16384;
+  for_each_stream(B, [&](Index b) {
+    State& s = *states[b];
+    s.*scratch = projected.row(b).transpose();
+    inner(s);
+    inner_out.row(b) = s.y.transpose();
+  }, worth_threads);
+  out_proj.multiply_transposed(inner_out, y, out_bias);
 }
 
 }  // namespace detail

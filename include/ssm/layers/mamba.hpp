@@ -315,8 +315,10 @@ class Mamba {
   /// largest weights is read once per call instead of once per stream (decoding is bound by reading
   /// weights); the convolution, x_proj, dt_proj and the scan run per stream, in parallel over the streams,
   /// with the arithmetic of `step`. The products sum in another order than `step`'s matrix-vector ones, so
-  /// the outputs agree with B separate steps to rounding, not bit for bit. y may be u. Allocates the B x
-  /// (2 d_inner) and B x d_inner intermediates.
+  /// the outputs agree with B separate steps to rounding, not bit for bit; a stream's output does not
+  /// depend on the other streams of the batch. y may be u. Allocates the B x (2 d_inner) and B x d_inner
+  /// intermediates; the first call also packs in_proj and out_proj for the product (core/panel_matrix.hpp:
+  /// one more copy of each, kept for later calls and shared with copies of the layer).
   /// \throws ssm::error on shapes that do not fit or a state not from `initial_state()`.
   /// `states` points to B state pointers (none null), each from `initial_state()`.
   SSM_NOINLINE void step_batch(const Eigen::Ref<const Sequence<T>>& u, State* const* states, Eigen::Ref<Sequence<T>> y) const {
@@ -325,19 +327,10 @@ class Mamba {
     const Index B = u.rows();
     check_shape(u, B, c.d_model, where, "u", "B x d_model");
     check_shape(y, B, c.d_model, where, "y", "B x d_model (B = u.rows())");
-    for (Index b = 0; b < B; ++b) {
-      if (states[b] == nullptr) check(false, where, "states", "B pointers to states", detail::concat("null at ", b));
-      check_state(*states[b], where);
-    }
     detail::project_step_project<T>(
-        u, p_.in_proj_weight, p_.in_proj_bias, p_.out_proj_weight, p_.out_proj_bias,
-        [&](Index b, const auto& xz, auto&& inner) {
-          State& s = *states[b];
-          s.xz = xz.transpose();
-          step_inner(s);
-          inner = s.y.transpose();
-        },
-        y);
+        where, u, states, [&](const State& s) { check_state(s, where); }, in_proj_panels_.get(p_.in_proj_weight),
+        p_.in_proj_bias, &State::xz, [&](State& s) { step_inner(s); }, out_proj_panels_.get(p_.out_proj_weight),
+        p_.out_proj_bias, y);
   }
 
  private:
@@ -398,6 +391,8 @@ class Mamba {
   }
 
   Params p_;
+  /// in_proj and out_proj packed for `step_batch`, on its first call (core/panel_matrix.hpp).
+  detail::LazyPanels<T> in_proj_panels_, out_proj_panels_;
   MatrixX<T> A_;  ///< -exp(A_log), transposed: N x d_inner.
 };
 

@@ -309,8 +309,11 @@ class Mamba2 {
   /// (B x d_model). in_proj and out_proj run as one matrix product over the B streams (each read once per
   /// call, not once per stream); the convolution, the SSD step, the norm and the gates run per stream, in
   /// parallel over the streams, with the arithmetic of `step`. The products sum in another order than
-  /// `step`'s matrix-vector ones: the outputs agree with B separate steps to rounding, not bit for bit.
-  /// y may be u. Allocates the B x d_in_proj and B x d_inner intermediates.
+  /// `step`'s matrix-vector ones: the outputs agree with B separate steps to rounding, not bit for bit; a
+  /// stream's output does not depend on the other streams of the batch. y may be u. Allocates the B x
+  /// d_in_proj and B x d_inner intermediates; the first call also packs in_proj and out_proj for the
+  /// product (core/panel_matrix.hpp: one more copy of each, kept for later calls and shared with copies
+  /// of the layer).
   /// \throws ssm::error on shapes that do not fit or a state not from `initial_state()`.
   /// `states` points to B state pointers (none null), each from `initial_state()`.
   SSM_NOINLINE void step_batch(const Eigen::Ref<const Sequence<T>>& u, State* const* states, Eigen::Ref<Sequence<T>> y) const {
@@ -319,19 +322,10 @@ class Mamba2 {
     const Index B = u.rows();
     check_shape(u, B, c.d_model, where, "u", "B x d_model");
     check_shape(y, B, c.d_model, where, "y", "B x d_model (B = u.rows())");
-    for (Index b = 0; b < B; ++b) {
-      if (states[b] == nullptr) check(false, where, "states", "B pointers to states", detail::concat("null at ", b));
-      check_state(*states[b], where);
-    }
     detail::project_step_project<T>(
-        u, p_.in_proj_weight, p_.in_proj_bias, p_.out_proj_weight, p_.out_proj_bias,
-        [&](Index b, const auto& zxbcdt, auto&& inner) {
-          State& s = *states[b];
-          s.zxbcdt = zxbcdt.transpose();
-          step_inner(s);
-          inner = s.y.transpose();
-        },
-        y);
+        where, u, states, [&](const State& s) { check_state(s, where); }, in_proj_panels_.get(p_.in_proj_weight),
+        p_.in_proj_bias, &State::zxbcdt, [&](State& s) { step_inner(s); }, out_proj_panels_.get(p_.out_proj_weight),
+        p_.out_proj_bias, y);
   }
 
  private:
@@ -478,6 +472,8 @@ class Mamba2 {
   }
 
   Params p_;
+  /// in_proj and out_proj packed for `step_batch`, on its first call (core/panel_matrix.hpp).
+  detail::LazyPanels<T> in_proj_panels_, out_proj_panels_;
   SsdScan<T> scan_;
 };
 

@@ -473,11 +473,12 @@ class MambaLM {
   /// One token for each of B streams (batched decoding): tokens[b] advances states[b] and row b of
   /// `logits` (B x vocab) gets its next-token logits. Each stream keeps its own state and may be at its own
   /// position. Every large product (in_proj and out_proj of each layer, the head) is one matrix product
-  /// over the B streams, so the weights are read once per call rather than once per stream. (Eigen's
-  /// products are slow on such skinny shapes: at the mamba-130m shape B = 16 streams give 3.4x the tokens/s
-  /// of one, not 16x; bench/RESULTS.md.) The convolutions and scans run per stream with the arithmetic of
+  /// over the B streams, so the weights are read once per call rather than once per stream; the first
+  /// call packs them for that product (core/panel_matrix.hpp: one more copy of in_proj, out_proj and the
+  /// head, kept for later calls). The convolutions and scans run per stream with the arithmetic of
   /// `step`; the products and norms sum in another order than `step`'s, so the logits agree with B
-  /// separate steps to rounding (tested), not bit for bit. Allocates the B x width intermediates.
+  /// separate steps to rounding (tested), not bit for bit. A stream's logits do not depend on the other
+  /// streams of the batch (tested bit for bit). Allocates the B x width intermediates.
   /// \throws ssm::error on a token out of range, a state count or shape that does not fit, or logits not B x vocab.
   SSM_NOINLINE void step_batch(const std::vector<Token>& tokens, std::vector<State>& states,
                                Eigen::Ref<MatrixX<Scalar>> logits) const {
@@ -503,7 +504,7 @@ class MambaLM {
     }
     residual += hidden;
     rms_norm_each_row(residual, norm_f_, normed);
-    logits.noalias() = normed * lm_head().transpose();
+    head_panels_.get(lm_head()).multiply_transposed(normed, logits, VectorX<Scalar>());
   }
 
   /// Decoding: the prompt is run through `prefill` (one pass), then up to `n_new` tokens are each chosen
@@ -648,6 +649,8 @@ class MambaLM {
   std::vector<Layer> layers_;
   VectorX<Scalar> norm_f_;
   MatrixX<Scalar> lm_head_;  ///< Empty when tied.
+  /// The head packed for `step_batch`, on its first call (core/panel_matrix.hpp).
+  detail::LazyPanels<Scalar> head_panels_;
 };
 
 SSM_EXTERN_TEMPLATE_FLOAT_DOUBLE(MambaLM)  // see SSM_NOINLINE in ssm/core/config.hpp
