@@ -258,6 +258,11 @@ TYPED_TEST(SelectiveScanTest, RealMatchesDirectRecurrence) {
   check_against_direct<T, T>(5, 40, 32, 2, seed++);
   check_against_direct<T, T>(70, 20, 9, 1, seed++);
   check_against_direct<T, T>(130, 20, 4, 2, seed++);
+  // One step (a layer's step; fp32 with AVX-512 runs scan_step_avx512.hpp): full and partial lane
+  // groups, B and C per step and grouped, states across the state chunk.
+  for (int variant : {0, 1, 2}) check_against_direct<T, T>(16, 1, 38, variant, seed++);
+  check_against_direct<T, T>(70, 1, 64, 2, seed++);
+  check_against_direct<T, T>(3, 1, 5, 1, seed++);
 }
 
 #ifdef SSM_SCAN_DISPATCH
@@ -590,6 +595,44 @@ void check_layouts(int variant, std::uint64_t seed) {
   EXPECT_EQ(MatrixX<T>(out_big.block(1, 1, L, D)), expected.out) << "variant " << variant;
   EXPECT_EQ(MatrixX<T>(state_big.block(2, 1, D, N)), expected.last_state) << "variant " << variant;
   EXPECT_EQ(state_big.col(0).norm() + state_big.row(0).norm() + out_big.row(0).norm(), T(0)) << "wrote outside";
+}
+
+/// One step in the step's layout (A and the state with the channels contiguous for each state, the
+/// one-step kernel where the CPU has AVX-512) against the same step with A channel-major (the lane
+/// kernel): the same bits, with and without each option; grouped B and C whose groups fill whole lane
+/// groups (D / G = 32) and ones that do not (D / G = 19, where the lane kernel runs those groups).
+template <class T>
+void check_step_layouts(Index D, Index N, Index G, bool options, std::uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  const MatrixX<T> u = random_normal<T>(1, D, gen), delta = random_normal<T>(1, D, gen);
+  const MatrixX<T> z = random_normal<T>(1, D, gen), A = random_stable_A<T>(D, N, gen);
+  const MatrixX<T> skip = random_normal<T>(D, 1, gen), bias = random_normal<T>(D, 1, gen);
+  const MatrixX<T> x0 = random_normal<T>(D, N, gen);
+  const MatrixX<T> B = random_normal<T>(1, G * N, gen), C = random_normal<T>(1, G * N, gen);
+  auto kind = [&](const MatrixX<T>& v) { return G == 1 ? ScanMatrix<T>::per_step(v) : ScanMatrix<T>::grouped(v, G); };
+  SelectiveScanOptions<T> opt;
+  if (options) {
+    opt.D = skip;
+    opt.z = z;
+    opt.delta_bias = bias;
+  }
+  opt.delta_softplus = options;
+  MatrixX<T> out_step(1, D), state_step = x0, out_lanes(1, D), state_lanes = x0;
+  selective_scan_into(u, delta, A, kind(B), kind(C), opt, out_step, state_step);
+  const MatrixX<T> At = A.transpose();
+  selective_scan_into(u, delta, channel_major(At), kind(B), kind(C), opt, out_lanes, state_lanes);
+  EXPECT_TRUE(out_step == out_lanes) << "D " << D << " N " << N << " G " << G << " options " << options;
+  EXPECT_TRUE(state_step == state_lanes) << "D " << D << " N " << N << " G " << G << " options " << options;
+}
+
+TYPED_TEST(SelectiveScanTest, OneStepGivesTheBitsOfTheLaneKernel) {
+  std::uint64_t seed = 1200;
+  for (const bool options : {false, true}) {
+    check_step_layouts<TypeParam>(38, 16, 1, options, seed++);
+    check_step_layouts<TypeParam>(64, 70, 2, options, seed++);
+    check_step_layouts<TypeParam>(38, 5, 2, options, seed++);
+    check_step_layouts<TypeParam>(1536, 16, 1, options, seed++);
+  }
 }
 
 TYPED_TEST(SelectiveScanTest, OperandsInPlaceOrRearrangedGiveTheSameBits) {

@@ -10,8 +10,12 @@
 
 #include "ssm/core/types.hpp"
 #include "ssm/detail/scan_lanes.hpp"
+#ifdef SSM_SCAN_DISPATCH
+#include "ssm/detail/scan_step_avx512.hpp"
+#endif
 
 #include <algorithm>
+#include <type_traits>
 
 namespace ssm::detail {
 
@@ -62,7 +66,8 @@ inline int scan_isa() {
 inline constexpr Index kScanParallelWork = Index(1) << 16;
 
 /// Runs a real scan: lane groups of channels spread across threads (OpenMP), each with the widest
-/// kernel the CPU supports. Allocates nothing.
+/// kernel the CPU supports (for one fp32 step in the step's layout, scan_step_avx512.hpp). Allocates
+/// nothing.
 template <class Scalar>
 void run_real_scan(const RealScanProblem<Scalar>& p) {
   constexpr int W = kLanes<Scalar>;
@@ -72,6 +77,15 @@ void run_real_scan(const RealScanProblem<Scalar>& p) {
 #endif
   for (Index g = 0; g < groups; ++g) {
 #ifdef SSM_SCAN_DISPATCH
+    if constexpr (std::is_same_v<Scalar, float>) {
+      // One step with the channels contiguous: the step kernel, where the group's lanes share B and C.
+      const Index d0 = g * W, last = std::min(p.D, d0 + W) - 1;
+      if (scan_isa() == 2 && scan_step_fits(p) && p.B.offset(d0, p.N) == p.B.offset(last, p.N) &&
+          p.C.offset(d0, p.N) == p.C.offset(last, p.N)) {
+        scan_step_avx512(p, d0);
+        continue;
+      }
+    }
     switch (scan_isa()) {
       case 2: scan_lanes_avx512(p, g * W); continue;
       case 1: scan_lanes_avx2(p, g * W); continue;

@@ -72,7 +72,8 @@ struct RealScanProblem {
   const Scalar* delta_bias = nullptr;  ///< D contiguous, or nullptr.
   const Scalar* skip = nullptr;        ///< D contiguous (the "D" vector), or nullptr.
   bool softplus = false;
-  const Scalar* A = nullptr;  ///< Channel d's N values at A + d * N.
+  const Scalar* A = nullptr;  ///< Entry (d, n) at A + d * A_ld_d + n * A_ld_n.
+  Index A_ld_d = 0, A_ld_n = 0;
   ScanOperand<Scalar> B, C;
   Scalar* x = nullptr;  ///< State entry (d, n) at x + d * x_ld_d + n * x_ld_n: read as x_0, written as x_L.
   Index x_ld_d = 0, x_ld_n = 0;
@@ -238,7 +239,7 @@ SSM_SCAN_INLINE void scan_lanes_impl(const RealScanProblem<Scalar>& p, Index d0,
   for (Index n = 0; n < nc; ++n)
     for (int w = 0; w < W; ++w) {
       const bool live = w < lanes;
-      A[n * W + w] = live ? p.A[(d0 + w) * N + n0 + n] : Scalar(0);
+      A[n * W + w] = live ? p.A[(d0 + w) * p.A_ld_d + (n0 + n) * p.A_ld_n] : Scalar(0);
       if (BL && p.B.constant) Bl[n * W + w] = live ? p.B.data[p.B.offset(d0 + w, N) + n0 + n] : Scalar(0);
       if (CL && p.C.constant) Cl[n * W + w] = live ? p.C.data[p.C.offset(d0 + w, N) + n0 + n] : Scalar(0);
     }

@@ -6,7 +6,7 @@
 /// The real kernel reads every operand where the caller keeps it when its layout fits (the views are
 /// strided: element (i, j) at data[i row_stride + j col_stride]); only an operand laid out otherwise
 /// is copied, once per call, into a rearranged buffer (`ScanScratch`). What fits:
-///  - A (D x N): each channel's N values contiguous, (d, n) at d N + n (a Map of an N x D matrix);
+///  - real A (D x N): any strides (the kernels copy their lanes' part of it once per call);
 ///  - B, C per step / grouped (L x G N): each step's G N values contiguous (col_stride 1: a row-major
 ///    matrix, or the transpose of a column-major (G N) x L one), any stride between steps;
 ///    constant (D x N): each channel's N values contiguous (col_stride 1), any stride between channels;

@@ -168,7 +168,7 @@ class Mamba {
     check_size(p_.out_proj_bias, c.bias ? c.d_model : 0, where, "out_proj_bias",
                c.bias ? "d_model (config.bias is true)" : "empty (config.bias is false)");
     check_finite(p_.A_log, where, "A_log");
-    A_ = (-p_.A_log.array().exp()).matrix().transpose();  // N x d_inner: channel d's A contiguous
+    A_ = (-p_.A_log.array().exp()).matrix();  // d_inner x N: for each state, the channels contiguous
   }
 
   /// A block initialised as the reference does (state-spaces/mamba, mamba_simple.py, dt_init "random"),
@@ -374,9 +374,10 @@ class Mamba {
     if (!scratch) check(false, where, "state", "scratch sized by initial_state()", "other sizes");  // no string unless it fails
   }
 
-  /// A = -exp(A_log) as the scan's D x N operand, each channel's N values contiguous (read in place).
+  /// A = -exp(A_log) as the scan's D x N operand (read in place; the step's kernel reads each state's
+  /// channels as contiguous vectors).
   Eigen::Map<const MatrixX<T>, 0, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>> A_view() const {
-    return {A_.data(), A_.cols(), A_.rows(), Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(1, A_.rows())};
+    return {A_.data(), A_.rows(), A_.cols(), Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(A_.rows(), 1)};
   }
 
   /// The scan's options for the block: skip D, delta bias and softplus (dt_proj's bias and
@@ -393,7 +394,7 @@ class Mamba {
   Params p_;
   /// in_proj and out_proj packed for `step_batch`, on its first call (core/panel_matrix.hpp).
   detail::LazyPanels<T> in_proj_panels_, out_proj_panels_;
-  MatrixX<T> A_;  ///< -exp(A_log), transposed: N x d_inner.
+  MatrixX<T> A_;  ///< -exp(A_log): d_inner x N.
 };
 
 SSM_EXTERN_TEMPLATE_FLOAT_DOUBLE(Mamba)  // see SSM_NOINLINE in ssm/core/config.hpp

@@ -248,10 +248,9 @@ void selective_scan_into(const Eigen::Ref<const Sequence<scan_real_t<E>>>& u,
     p.delta_bias = detail::contiguous_vector<Scalar>(options.delta_bias, scratch.delta_bias);
     p.skip = detail::contiguous_vector<Scalar>(options.D, scratch.skip);
     p.softplus = options.delta_softplus;
-    // A: channel d's N values at A + d N.
-    const bool a_in_place = (D <= 1 || A.innerStride() == N) && (N <= 1 || A.outerStride() == 1);
-    if (!a_in_place) scratch.A = A.transpose();
-    p.A = a_in_place ? A.data() : scratch.A.data();
+    p.A = A.data();  // any strides: the kernels gather it once per call
+    p.A_ld_d = A.innerStride();
+    p.A_ld_n = A.outerStride();
     p.B = detail::real_operand<Scalar>(B, D, N, scratch.B);
     p.C = detail::real_operand<Scalar>(C, D, N, scratch.C);
     p.x = state.data();
