@@ -5,6 +5,11 @@
 //                                          channel x state x step, so 1/items_per_second is the "ns per
 //                                          channel x state x step" of the target (<= 0.4 ns on one thread at
 //                                          D=1536, N=16, L=2048; >= 1.8x faster on two threads).
+//   BM_SelectiveScanStep<float>/D/N/layout one step of the same scan (L = 1), as Mamba::step runs it:
+//                                          layout 0 gives A with the channels contiguous for each state (the
+//                                          step's layout, which the one-step kernel reads in place), layout 1
+//                                          each channel's N values contiguous (which sends the step through the
+//                                          lane kernel built for sequences). items/s = channel x state.
 //   BM_MambaForward<float>/d_model/d_state/L/threads  Mamba::forward of a whole sequence (in_proj GEMM, conv,
 //                                          x_proj, dt_proj, scan, out_proj) from zero states; items/s = tokens.
 //   BM_MambaStep<float>/768/16             Mamba::step at the mamba-130m block size (d_model 768, d_state 16,
@@ -162,6 +167,38 @@ void BM_SelectiveScan(benchmark::State& state) {
 }
 
 template <class T>
+void BM_SelectiveScanStep(benchmark::State& state) {
+  const ssm::Index D = state.range(0), N = state.range(1);
+  const bool channel_major = state.range(2) == 1;
+  ThreadScope threads(state, 1);
+  const auto u = random_sequence<T>(1, D, 1);
+  const auto delta = random_sequence<T>(1, D, 2, T(0.5));
+  const auto z = random_sequence<T>(1, D, 5);
+  ssm::MatrixX<T> A(D, N);
+  for (ssm::Index d = 0; d < D; ++d)
+    for (ssm::Index n = 0; n < N; ++n) A(d, n) = -T(n + 1);
+  const ssm::MatrixX<T> A_by_channel = A.transpose();  // N x D: channel d's N values contiguous
+  using StridedMap = Eigen::Map<const ssm::MatrixX<T>, 0, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
+  const StridedMap A_view = channel_major ? StridedMap(A_by_channel.data(), D, N, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(1, N))
+                                          : StridedMap(A.data(), D, N, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(D, 1));
+  const ssm::Sequence<T> B_values = random_sequence<T>(1, N, 3), C_values = random_sequence<T>(1, N, 4);
+  const ssm::VectorX<T> skip = ssm::VectorX<T>::Ones(D), bias = ssm::VectorX<T>::Constant(D, T(-4));
+  ssm::SelectiveScanOptions<T> options;
+  options.D = skip;
+  options.z = z;
+  options.delta_bias = bias;
+  options.delta_softplus = true;
+  ssm::MatrixX<T> x = ssm::MatrixX<T>::Zero(D, N);
+  ssm::Sequence<T> out(1, D);
+  for (auto _ : state) {
+    ssm::selective_scan_into<T>(u, delta, A_view, ssm::ScanMatrix<T>::per_step(B_values),
+                                ssm::ScanMatrix<T>::per_step(C_values), options, out, x);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.SetItemsProcessed(std::int64_t(state.iterations()) * D * N);
+}
+
+template <class T>
 void BM_MambaForward(benchmark::State& state) {
   const ssm::Index d_model = state.range(0), d_state = state.range(1), L = state.range(2);
   ThreadScope threads(state, int(state.range(3)));
@@ -283,6 +320,10 @@ BENCHMARK_TEMPLATE(BM_SelectiveScan, float)
     ->Args({1536, 16, 256, 1})
     ->Args({256, 16, 16384, 1})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_SelectiveScanStep, float)
+    ->Args({1536, 16, 0})
+    ->Args({1536, 16, 1})
+    ->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_MambaForward, float)
     ->Args({768, 16, 2048, 1})
     ->Args({768, 16, 2048, 2})
