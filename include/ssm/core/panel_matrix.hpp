@@ -22,8 +22,8 @@
 /// stays in the L2 cache while the next stream blocks reuse it, so W comes from memory once per call.
 ///
 /// Arithmetic: every output is bias[m] + (the sum over k = 0 .. K - 1, in that order, of W(m, k) X(b, k),
-/// accumulated by fused multiply-adds from zero), whatever B is and wherever stream b sits in the batch: a
-/// stream's outputs do not depend on the other streams.
+/// accumulated from zero by multiply-adds, fused where the build has FMA), whatever B is and wherever
+/// stream b sits in the batch: a stream's outputs do not depend on the other streams.
 
 #include "ssm/core/error.hpp"
 #include "ssm/core/parallel.hpp"
@@ -81,8 +81,9 @@ class PanelMatrix {
   std::size_t bytes() const { return std::size_t(data_.size()) * sizeof(T); }
 
   /// Y = X W^T + bias. X: B x K; Y: B x M; both with direct access (matrices, blocks, maps, of either
-  /// storage order and any strides); bias: M values, or empty for none. Panels are spread over the
-  /// threads when the product is large enough to pay for waking them. Allocates nothing.
+  /// storage order and any strides), and not overlapping (Y is written panel by panel while X is still
+  /// read); bias: M values, or empty for none. Panels are spread over the threads when the product is
+  /// large enough to pay for waking them. Allocates nothing.
   /// \throws ssm::error on shapes that do not fit.
   template <class XDerived, class YDerived>
   void multiply_transposed(const Eigen::MatrixBase<XDerived>& X, const Eigen::MatrixBase<YDerived>& Y_,
@@ -238,3 +239,6 @@ class LazyPanels {
 }  // namespace detail
 
 }  // namespace ssm
+
+#undef SSM_UNROLL
+#undef SSM_UNROLL_STR

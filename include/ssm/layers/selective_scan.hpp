@@ -37,7 +37,10 @@
 /// build runs fp32 with lane-shared B and C (Mamba's case) through hand-written intrinsics
 /// (scan_avx512.hpp). Measured with GCC 12, fp32, D = 1536, N = 16, L = 2048, one thread of
 /// an AMD EPYC (Zen 5) VM: 0.34 ns per channel x state x step with the AVX-512 intrinsics (0.45 ns
-/// auto-vectorised), 1.9 ns AVX2, 4.5 ns SSE2. Lane groups are spread across threads with OpenMP when
+/// auto-vectorised), 1.9 ns AVX2, 4.5 ns SSE2. A single fp32 step (L = 1, a layer's step) with A and the
+/// state laid out with the channels contiguous for each state (D x N column-major, as Mamba keeps them)
+/// runs a kernel of its own (detail/scan_step_avx512.hpp): the same bits, 8.7x faster than the lane kernel
+/// over one step (bench/RESULTS.md). Lane groups are spread across threads with OpenMP when
 /// `_OPENMP` is defined. Complex A runs one channel at a time (detail/complex_scan.hpp: Eigen's exp,
 /// sin and cos, on split real and imaginary copies).
 ///
