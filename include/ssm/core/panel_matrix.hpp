@@ -58,7 +58,8 @@ class PanelMatrix {
   /// Rows per panel.
   static constexpr Index panel_rows = 4 * lanes;
   /// Streams whose partial sums the kernel keeps in registers at once.
-  static constexpr int stream_block = EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS >= 32 ? 6 : 2;
+  /// (Eigen's register count may be an expression with sizeof, so it is read here, not in #if.)
+  static constexpr int stream_block = int(EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS) >= 32 ? 6 : 2;
 
   PanelMatrix() = default;
 
@@ -131,17 +132,19 @@ class PanelMatrix {
       const T* panel = data_.data() + p * panel_rows * cols_;
       const T* ahead = s == 0 ? panel + prefetch_distance : panel + panel_rows * cols_;
       const bool ahead_useful = s == 0 || p + 1 < panels_;
-      switch (nb) {
-        case 1: kernel<1>(p, b0, x, y, bias, ahead_useful ? ahead : nullptr); break;
-#if EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS >= 32
-        case 2: kernel<2>(p, b0, x, y, bias, ahead_useful ? ahead : nullptr); break;
-        case 3: kernel<3>(p, b0, x, y, bias, ahead_useful ? ahead : nullptr); break;
-        case 4: kernel<4>(p, b0, x, y, bias, ahead_useful ? ahead : nullptr); break;
-        case 5: kernel<5>(p, b0, x, y, bias, ahead_useful ? ahead : nullptr); break;
-        default: kernel<6>(p, b0, x, y, bias, ahead_useful ? ahead : nullptr); break;
-#else
-        default: kernel<2>(p, b0, x, y, bias, ahead_useful ? ahead : nullptr); break;
-#endif
+      const T* prefetch = ahead_useful ? ahead : nullptr;
+      if constexpr (stream_block >= 6) {
+        switch (nb) {
+          case 1: kernel<1>(p, b0, x, y, bias, prefetch); break;
+          case 2: kernel<2>(p, b0, x, y, bias, prefetch); break;
+          case 3: kernel<3>(p, b0, x, y, bias, prefetch); break;
+          case 4: kernel<4>(p, b0, x, y, bias, prefetch); break;
+          case 5: kernel<5>(p, b0, x, y, bias, prefetch); break;
+          default: kernel<6>(p, b0, x, y, bias, prefetch); break;
+        }
+      } else {
+        if (nb == 1) kernel<1>(p, b0, x, y, bias, prefetch);
+        else kernel<2>(p, b0, x, y, bias, prefetch);
       }
       b0 += nb;
     }
