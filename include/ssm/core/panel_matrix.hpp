@@ -25,6 +25,7 @@
 /// accumulated from zero by multiply-adds, fused where the build has FMA), whatever B is and wherever
 /// stream b sits in the batch: a stream's outputs do not depend on the other streams.
 
+#include "ssm/core/config.hpp"
 #include "ssm/core/error.hpp"
 #include "ssm/core/parallel.hpp"
 #include "ssm/core/types.hpp"
@@ -54,7 +55,7 @@ class PanelMatrix {
 
  public:
   /// Scalars per packet (the build's widest vectors for T).
-  static constexpr Index lanes = Eigen::internal::unpacket_traits<Packet>::size;
+  static constexpr Index lanes = Eigen::internal::packet_traits<T>::size;
   /// Rows per panel.
   static constexpr Index panel_rows = 4 * lanes;
   /// Streams whose partial sums the kernel keeps in registers at once.
@@ -100,17 +101,8 @@ class PanelMatrix {
           shape_string(Y.rows(), Y.cols()));
     check(bias.size() == 0 || bias.size() == rows_, where, "bias", detail::concat(rows_, " values or none"),
           detail::concat(bias.size()));
-    const Index B = X.rows();
-    if (B == 0 || rows_ == 0) return;
-    const Operand<const T> x{X.derived().data(), X.rowStride(), X.colStride()};
-    const Operand<T> y{Y.derived().data(), Y.rowStride(), Y.colStride()};
-    const T* b = bias.size() ? bias.data() : nullptr;
-    const double flops = 2.0 * double(B) * double(rows_) * double(cols_);
-    const int team = detail::team_size(flops >= 4e6, panels_);
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
-#endif
-    for (Index p = 0; p < panels_; ++p) multiply_panel(p, B, x, y, b);
+    multiply(X.rows(), {X.derived().data(), X.rowStride(), X.colStride()},
+             {Y.derived().data(), Y.rowStride(), Y.colStride()}, bias.size() ? bias.data() : nullptr);
   }
 
  private:
@@ -120,6 +112,18 @@ class PanelMatrix {
     S* data;
     Index row_stride, col_stride;
   };
+
+  /// The product for B streams, operands checked: one function whatever the operands' types, so that
+  /// the kernels are compiled once per scalar type.
+  SSM_NOINLINE void multiply(Index B, const Operand<const T>& x, const Operand<T>& y, const T* bias) const {
+    if (B == 0 || rows_ == 0) return;
+    const double flops = 2.0 * double(B) * double(rows_) * double(cols_);
+    const int team = detail::team_size(flops >= 4e6, panels_);
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) num_threads(team) if (team > 1)
+#endif
+    for (Index p = 0; p < panels_; ++p) multiply_panel(p, B, x, y, bias);
+  }
 
   void multiply_panel(Index p, Index B, const Operand<const T>& x, const Operand<T>& y, const T* bias) const {
     // Stream blocks of near-equal size, none larger than stream_block.
@@ -215,6 +219,8 @@ class PanelMatrix {
   /// lies inside the allocation); Eigen's allocator aligns it for packet loads.
   Eigen::Matrix<T, Eigen::Dynamic, 1> data_;
 };
+
+SSM_EXTERN_TEMPLATE_FLOAT_DOUBLE(PanelMatrix)  // see SSM_NOINLINE in ssm/core/config.hpp
 
 namespace detail {
 
