@@ -28,7 +28,7 @@ namespace ssm::detail {
 /// Storage for the operands that had to be rearranged; untouched (and unallocated) when none had to.
 template <class Scalar>
 struct ScanScratch {
-  MatrixX<Scalar> A, B, C, B_im, C_im, z, A_im;
+  MatrixX<Scalar> B, C, B_im, C_im, z;
   VectorX<Scalar> delta_bias, skip;
 };
 
