@@ -35,6 +35,13 @@
 //                                          weights each token multiplies (projections and head) x B per step,
 //                                          to compare with BM_Roofline_FmaPeak_f32: where the step turns
 //                                          compute-bound.
+//   BM_LoadCheckpoint/768/24/50280   MambaLM::load of a checkpoint directory at the mamba-130m shape in the
+//                                          reference layout, F32 (516 MB, written once to the temporary directory,
+//                                          so read from a warm page cache). Counters: peak_rss_over_weights = (peak
+//                                          resident memory during the load - resident memory before it) / the
+//                                          file's bytes (target: <= 1.1; the peak is reset before each load through
+//                                          /proc/self/clear_refs, Linux only: -1 where it cannot be); bytes/s = file
+//                                          bytes loaded per second.
 //
 // Threads: with OpenMP, omp_set_num_threads(threads) for the run (1 where there is no thread argument)
 // and restored after; without OpenMP the 2-thread runs are skipped. Times are wall-clock (UseRealTime, so
@@ -54,6 +61,10 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
 #include <map>
 #include <memory>
 #include <random>
@@ -312,8 +323,81 @@ void BM_MambaLMBatchedTokens(benchmark::State& state) {
                                                benchmark::Counter::kIsRate);
 }
 
+/// A field of /proc/self/status in kB ("VmRSS", "VmHWM"); -1 where there is none.
+double status_kb(const std::string& field) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.compare(0, field.size() + 1, field + ":") == 0) return std::stod(line.substr(field.size() + 1));
+  return -1;
+}
+
+/// Writes a reference-layout checkpoint of the given shape (F32, Mamba-1, d_state 16, expand 2) to `dir`, one
+/// tensor at a time (the file is never whole in memory); returns the file's bytes.
+std::int64_t write_lm_checkpoint(const std::string& dir, ssm::Index d_model, ssm::Index n_layer, ssm::Index vocab) {
+  const ssm::Index di = 2 * d_model, N = 16, K = 4, R = (d_model + 15) / 16;
+  std::vector<std::pair<std::string, std::vector<ssm::Index>>> tensors = {{"backbone.embedding.weight", {vocab, d_model}}};
+  for (ssm::Index i = 0; i < n_layer; ++i) {
+    const std::string p = "backbone.layers." + std::to_string(i) + ".";
+    for (const auto& t : std::vector<std::pair<std::string, std::vector<ssm::Index>>>{
+             {"norm.weight", {d_model}},      {"mixer.in_proj.weight", {2 * di, d_model}}, {"mixer.conv1d.weight", {di, 1, K}},
+             {"mixer.conv1d.bias", {di}},     {"mixer.x_proj.weight", {R + 2 * N, di}},   {"mixer.dt_proj.weight", {di, R}},
+             {"mixer.dt_proj.bias", {di}},    {"mixer.A_log", {di, N}},                   {"mixer.D", {di}},
+             {"mixer.out_proj.weight", {d_model, di}}})
+      tensors.push_back({p + t.first, t.second});
+  }
+  tensors.push_back({"backbone.norm_f.weight", {d_model}});
+  nlohmann::json header = nlohmann::json::object();
+  std::size_t offset = 0;
+  for (const auto& [name, shape] : tensors) {
+    std::size_t n = 1;
+    for (ssm::Index d : shape) n *= std::size_t(d);
+    header[name] = {{"dtype", "F32"}, {"shape", shape}, {"data_offsets", {offset, offset + 4 * n}}};
+    offset += 4 * n;
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');
+  std::ofstream out(dir + "/model.safetensors", std::ios::binary);
+  const std::uint64_t length = text.size();
+  for (int b = 0; b < 8; ++b) out.put(char((length >> (8 * b)) & 0xff));
+  out << text;
+  std::uint64_t seed = 12345;
+  for (const auto& [name, shape] : tensors) {
+    ssm::Index n = 1;
+    for (ssm::Index d : shape) n *= d;
+    Eigen::Matrix<float, Eigen::Dynamic, 1> values(n);
+    fill_uniform(values, name.find("A_log") != std::string::npos ? 0.5 : 0.05, seed);
+    out.write(reinterpret_cast<const char*>(values.data()), std::streamsize(4 * n));
+  }
+  std::ofstream(dir + "/config.json") << "{\"d_model\": " << d_model << ", \"n_layer\": " << n_layer
+                                      << ", \"vocab_size\": " << vocab << "}";
+  return std::int64_t(8 + text.size() + offset);
+}
+
+void BM_LoadCheckpoint(benchmark::State& state) {
+  ThreadScope threads(state, 1);
+  const std::string dir = (std::filesystem::temp_directory_path() / "ssm_bench_load_checkpoint").string();
+  std::filesystem::create_directories(dir);
+  const std::int64_t bytes = write_lm_checkpoint(dir, state.range(0), state.range(1), state.range(2));
+  double worst = 0;
+  for (auto _ : state) {
+    const bool reset = bool(std::ofstream("/proc/self/clear_refs") << "5");  // peak resident memory := now
+    const double before = status_kb("VmRSS");
+    {
+      const auto lm = ssm::MambaLM<float>::load(dir);
+      benchmark::DoNotOptimize(lm.norm_f().data());
+      const double peak = status_kb("VmHWM");
+      worst = reset && before >= 0 && peak >= 0 ? std::max(worst, (peak - before) * 1024.0 / double(bytes)) : -1;
+    }
+  }
+  std::filesystem::remove_all(dir);
+  state.SetBytesProcessed(std::int64_t(state.iterations()) * bytes);
+  state.counters["peak_rss_over_weights"] = worst;
+}
+
 }  // namespace
 
+BENCHMARK(BM_LoadCheckpoint)->Args({768, 24, 50280})->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
 BENCHMARK_TEMPLATE(BM_SelectiveScan, float)
     ->Args({1536, 16, 2048, 1})
     ->Args({1536, 16, 2048, 2})

@@ -2,18 +2,23 @@
 //
 //   mamba_generate [--model DIR] [--new N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [token id ...]
 //
-// DIR holds model.safetensors and config.json in the reference's names (state-spaces/mamba); the
-// mixer follows config.json's ssm_cfg.layer ("Mamba1", the default, or "Mamba2"). The default DIR is
+// DIR holds config.json and model.safetensors (or shards and model.safetensors.index.json), in the
+// reference's names (state-spaces/mamba; the mixer follows ssm_cfg.layer, "Mamba1" by default, or
+// "Mamba2") or in Hugging Face's (MambaForCausalLM, Mamba2ForCausalLM, FalconMambaForCausalLM, e.g.
+// state-spaces/mamba-130m-hf as downloaded). The default DIR is
 // the tiny Mamba-1 model of the test suite; tests/data/mamba2_lm is its Mamba-2 counterpart. Token ids are the tokenizer's integers (this example
 // does no tokenisation). Greedy unless --temperature > 0 (then a seeded draw with the top-k / top-p
-// filters of ssm/models/sampling.hpp). Prints the new token ids and the prefill and decode speeds.
+// filters of ssm/models/sampling.hpp). Prints the new token ids, the prefill and decode speeds, and the
+// process's resident memory after loading (Linux).
 #include "ssm/models/mamba_lm.hpp"
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -25,6 +30,18 @@ std::string default_model_dir() {
 #else
   return (std::filesystem::path(__FILE__).parent_path() / ".." / "tests" / "data" / "mamba_lm").lexically_normal().string();
 #endif
+}
+
+/// The process's resident memory now and at its peak, in MB, from /proc/self/status (-1 where absent).
+std::pair<double, double> resident_mb() {
+  double now = -1, peak = -1;
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) now = std::stod(line.substr(6)) / 1024.0;
+    if (line.rfind("VmHWM:", 0) == 0) peak = std::stod(line.substr(6)) / 1024.0;
+  }
+  return {now, peak};
 }
 
 int usage(const char* argv0) {
@@ -75,6 +92,8 @@ int main(int argc, char** argv) {
     const char* mixer = lm.config().mixer == ssm::MambaMixer::mamba2 ? "Mamba-2" : "Mamba-1";
     std::printf("model %s: %ld %s layers, d_model %ld, vocab %ld (loaded in %.3f s)\n", dir.c_str(),
                 long(lm.config().n_layer), mixer, long(lm.config().d_model), long(lm.vocab_size()), load_s);
+    const auto [rss, peak_rss] = resident_mb();
+    if (rss >= 0) std::printf("resident memory: %.1f MB (peak %.1f MB)\n", rss, peak_rss);
 
     // Prefill the prompt in one pass, then decode token by token (what generate() does, timed apart).
     ssm::Sampler sampler(sampling);  // checks the options

@@ -225,7 +225,7 @@ TEST(Safetensors, CorruptFilesAreErrors) {
   };
   expect_message(raw_safetensors("not json", sixteen), "JSON");
   expect_message(raw_safetensors("[1, 2]", sixteen), "JSON object");
-  expect_message(raw_safetensors(R"({"w": {"dtype": "I8", "shape": [2], "data_offsets": [0, 2]}})", sixteen), "dtype");
+  expect_message(raw_safetensors(R"({"w": {"dtype": "Q8", "shape": [2], "data_offsets": [0, 2]}})", sixteen), "dtype");
   expect_message(raw_safetensors(R"({"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 16]}})", sixteen), "'w'");
   expect_message(raw_safetensors(R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [8, 24]}})", sixteen), "data_offsets");
   expect_message(raw_safetensors(R"({"w": {"dtype": "F32", "shape": [-4], "data_offsets": [0, 16]}})", sixteen), "shape");

@@ -164,6 +164,11 @@ ssm::Mamba2Config small_config(int variant) {
       c.d_conv = 1;
       c.d_ssm = 8;
       break;
+    case 4:  // Hugging Face's Mamba2: 3 groups of B and C, but one norm over all channels, its own eps
+      c.ngroups = 3;
+      c.norm_groups = 1;
+      c.norm_eps = 1e-3;
+      break;
     default:  // defaults otherwise: 6 heads in 3 groups
       c.ngroups = 3;
       break;
@@ -188,7 +193,8 @@ MatrixX<double> direct_forward(const ssm::Mamba2Params<double>& p, const MatrixX
   using LD = long double;
   const auto& c = p.config;
   const Index L = u.rows(), di = c.d_inner(), ds = c.ssm_channels(), dm = c.d_mlp(), H = c.nheads(), P = c.headdim;
-  const Index G = c.ngroups, N = c.d_state, K = c.d_conv, cd = c.conv_dim(), gs = ds / G;
+  const Index G = c.ngroups, N = c.d_state, K = c.d_conv, cd = c.conv_dim();
+  const Index norm_groups = c.norm_groups > 0 ? c.norm_groups : G, gs = ds / norm_groups;
   auto silu = [](LD v) { return v / (1 + std::exp(-v)); };
   Eigen::Matrix<LD, Eigen::Dynamic, Eigen::Dynamic> zx(L, c.d_in_proj()), xbc(L, cd);
   for (Index t = 0; t < L; ++t)
@@ -231,7 +237,7 @@ MatrixX<double> direct_forward(const ssm::Mamba2Params<double>& p, const MatrixX
       }
     }
     if (c.rmsnorm)
-      for (Index g = 0; g < G; ++g) {
+      for (Index g = 0; g < norm_groups; ++g) {
         LD ms = 0;
         for (Index j = g * gs; j < (g + 1) * gs; ++j) {
           LD v = y[std::size_t(dm + j)];
@@ -259,7 +265,7 @@ MatrixX<double> direct_forward(const ssm::Mamba2Params<double>& p, const MatrixX
 
 TYPED_TEST(Mamba2BlockTest, MatchesDirectDefinition) {
   using T = TypeParam;
-  for (int variant = 0; variant < 4; ++variant) {
+  for (int variant = 0; variant < 5; ++variant) {
     SCOPED_TRACE(::testing::Message() << "variant " << variant);
     const ssm::Mamba2Config c = small_config(variant);
     const ssm::Mamba2<T> block = random_block<T>(c, 100 + variant);
@@ -276,7 +282,7 @@ TYPED_TEST(Mamba2BlockTest, MatchesDirectDefinition) {
 TYPED_TEST(Mamba2BlockTest, ForwardEqualsStepsAndChunkedPrefill) {
   using T = TypeParam;
   const double tol = std::is_same_v<T, double> ? 1e-11 : 2e-5;
-  for (int variant = 0; variant < 4; ++variant) {
+  for (int variant = 0; variant < 5; ++variant) {
     SCOPED_TRACE(::testing::Message() << "variant " << variant);
     const ssm::Mamba2Config c = small_config(variant);
     const ssm::Mamba2<T> block = random_block<T>(c, 200 + variant);
@@ -342,7 +348,7 @@ TYPED_TEST(Mamba2BlockTest, ExpressionsAndStridedAliasedStep) {
 
 TYPED_TEST(Mamba2BlockTest, StepAllocatesNothing) {
   using T = TypeParam;
-  for (int variant = 0; variant < 4; ++variant) {
+  for (int variant = 0; variant < 5; ++variant) {
     const ssm::Mamba2Config c = small_config(variant);
     const ssm::Mamba2<T> block = random_block<T>(c, 6);
     std::mt19937_64 gen(10);

@@ -110,6 +110,13 @@ MatrixX<double> direct_forward(const MambaParams<double>& p, const MatrixX<doubl
       for (Index d = 0; d < di; ++d) acc += LD(p.x_proj_weight(r, d)) * xc[std::size_t(d)];
       dbl[std::size_t(r)] = acc;
     }
+    if (c.dt_bc_norm)  // Falcon-Mamba: r, B and C each divided by sqrt(mean of its squares + eps)
+      for (const auto& [begin, count] : {std::pair<Index, Index>{0, R}, {R, N}, {R + N, N}}) {
+        LD mean_square = 0;
+        for (Index i = begin; i < begin + count; ++i) mean_square += dbl[std::size_t(i)] * dbl[std::size_t(i)];
+        mean_square /= LD(count);
+        for (Index i = begin; i < begin + count; ++i) dbl[std::size_t(i)] /= std::sqrt(mean_square + LD(c.dt_bc_norm_eps));
+      }
     for (Index d = 0; d < di; ++d) {
       LD pre = p.dt_proj_bias[d];
       for (Index r = 0; r < R; ++r) pre += LD(p.dt_proj_weight(d, r)) * dbl[std::size_t(r)];
@@ -246,6 +253,17 @@ std::vector<MambaConfig> option_configs() {
         c.conv_bias = conv_bias;
         cs.push_back(c);
       }
+  // Falcon-Mamba's norms of dt, B and C: dt_rank 3 (d_model 40), and dt_rank 1 with every option and a large eps.
+  MambaConfig falcon;
+  falcon.d_model = 40;
+  falcon.d_state = 6;
+  falcon.d_conv = 3;
+  falcon.dt_bc_norm = true;
+  cs.push_back(falcon);
+  MambaConfig falcon_options = cs[7];  // expand 1.5, bias, no conv bias
+  falcon_options.dt_bc_norm = true;
+  falcon_options.dt_bc_norm_eps = 1e-2;
+  cs.push_back(falcon_options);
   return cs;
 }
 
@@ -261,7 +279,8 @@ TYPED_TEST(MambaBlockTest, OptionsMatchDirectComputation) {
     const MatrixX<double> expected =
         direct_forward(pd.template cast<T>().template cast<double>(), u.cast<T>().template cast<double>());
     const double tol = 20 * double(scalar_traits<T>::epsilon) * double(u.rows());
-    const std::string what = ssm::detail::concat("expand ", c.expand, " bias ", c.bias, " conv_bias ", c.conv_bias);
+    const std::string what = ssm::detail::concat("expand ", c.expand, " bias ", c.bias, " conv_bias ", c.conv_bias,
+                                                 " dt_bc_norm ", c.dt_bc_norm);
     auto fs = block.initial_state();
     const Sequence<T> y = block.forward(u.cast<T>(), fs);
     SSM_EXPECT_NEAR_REL(y.template cast<double>(), expected, tol) << what;

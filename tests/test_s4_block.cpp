@@ -241,6 +241,18 @@ struct RawCheckpoint {
     return {nlohmann::json::parse(bytes.substr(8, std::size_t(n))), bytes.substr(8 + std::size_t(n))};
   }
 
+  /// Adds tensor `key` holding a copy of tensor `source`, its bytes appended to the data (the reader refuses
+  /// tensors that share bytes), at an offset aligned for any dtype.
+  void add_copy(const std::string& key, const std::string& source) {
+    nlohmann::json entry = header[source];
+    const std::size_t begin = entry["data_offsets"][0], end = entry["data_offsets"][1];
+    data.append((8 - data.size() % 8) % 8, '\0');
+    const std::size_t at = data.size();
+    data += data.substr(begin, end - begin);
+    entry["data_offsets"] = {at, at + (end - begin)};
+    header[key] = entry;
+  }
+
   /// Writes dir/model.safetensors and dir/config.json (the case's own config).
   void write(const std::string& dir, const std::string& config_case) const {
     fs::create_directories(dir);
@@ -312,7 +324,7 @@ TYPED_TEST(S4BlockTest, CheckpointsWithABadKeyAreRefusedNamingIt) {
   }
   // A key the block does not have.
   RawCheckpoint extra = original;
-  extra.header["layer.kernel.log_dt"] = extra.header["layer.kernel.inv_dt"];
+  extra.add_copy("layer.kernel.log_dt", "layer.kernel.inv_dt");
   expect_refused(extra, name, "extra", {"'layer.kernel.log_dt'", "not a parameter"});
   // l_kernel stored as a float, a float parameter stored as an integer.
   RawCheckpoint float_l_kernel = original;
@@ -331,7 +343,7 @@ TYPED_TEST(S4BlockTest, ABlockInsideABiggerStateDictLoadsByPrefix) {
   nested.data = original.data;
   for (const auto& [key, value] : original.header.items())
     nested.header[key == "__metadata__" ? key : "backbone.layers.2." + key] = value;
-  nested.header["backbone.norm.weight"] = original.header["layer.D"];  // another module's tensor
+  nested.add_copy("backbone.norm.weight", "backbone.layers.2.layer.D");  // another module's tensor
   const std::string dir = scratch_dir("nested");
   nested.write(dir, name);
   const S4BlockConfig config = S4BlockConfig::read(data_path(name + "/config.json"));
@@ -355,13 +367,14 @@ TYPED_TEST(S4BlockTest, SafetensorsReadsIntegerTensors) {
     bytes.insert(bytes.end(), data.begin(), data.end());
     return bytes;
   };
-  std::vector<unsigned char> data(24);
+  std::vector<unsigned char> data(32);
   const std::int64_t a[2] = {64, -3};
   const std::int32_t b[2] = {7, -2147483647 - 1};
   std::memcpy(data.data(), a, 16);
   std::memcpy(data.data() + 16, b, 8);
+  std::memcpy(data.data() + 24, a, 8);
   const auto file = io::SafetensorsFile::parse(file_with(
-      R"({"n": {"dtype": "I64", "shape": [2], "data_offsets": [0, 16]}, "m": {"dtype": "I32", "shape": [1, 2], "data_offsets": [16, 24]}, "s": {"dtype": "I64", "shape": [], "data_offsets": [0, 8]}})",
+      R"({"n": {"dtype": "I64", "shape": [2], "data_offsets": [0, 16]}, "m": {"dtype": "I32", "shape": [1, 2], "data_offsets": [16, 24]}, "s": {"dtype": "I64", "shape": [], "data_offsets": [24, 32]}})",
       data));
   EXPECT_EQ(file.integers("n"), (std::vector<std::int64_t>{64, -3}));
   EXPECT_EQ(file.integers("m"), (std::vector<std::int64_t>{7, -2147483647 - 1}));
@@ -376,7 +389,7 @@ TYPED_TEST(S4BlockTest, SafetensorsReadsIntegerTensors) {
                ssm::error);
   EXPECT_THROW(io::SafetensorsFile::parse(file_with(R"({"n": {"dtype": "I32", "shape": [2], "data_offsets": [16, 32]}})", data)),
                ssm::error);
-  EXPECT_THROW(io::SafetensorsFile::parse(file_with(R"({"n": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]}})", data)),
+  EXPECT_THROW(io::SafetensorsFile::parse(file_with(R"({"n": {"dtype": "U4", "shape": [2], "data_offsets": [0, 2]}})", data)),
                ssm::error);
 }
 

@@ -1,6 +1,9 @@
-// libFuzzer target: the config.json readers (the Mamba-1 / Mamba-2 language model's and the S4 block's)
-// must reject or accept any text without crashing, and an accepted config must have sizes that are
-// all >= 1 and that divide as the layer needs.
+// libFuzzer target: the JSON readers of a checkpoint directory (the Mamba-1 / Mamba-2 language model's
+// config.json in every layout, the S4 block's config.json, and a sharded checkpoint's
+// model.safetensors.index.json) must reject or accept any text without crashing; an accepted config must
+// have sizes that are all >= 1 and that divide as the layer needs, and an accepted index only plain file
+// names.
+#include "ssm/io/checkpoint.hpp"
 #include "ssm/layers/s4_block.hpp"
 #include "ssm/models/mamba_lm.hpp"
 
@@ -23,6 +26,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           b.nheads() % b.ngroups != 0 || b.ssm_channels() % b.headdim != 0 || b.ssm_channels() > b.d_inner())
         std::abort();
     }
+  } catch (const ssm::error&) {
+  }
+  try {
+    for (const auto& [tensor, shard] : ssm::io::Checkpoint::parse_index(std::string(reinterpret_cast<const char*>(data), size), "fuzz"))
+      if (shard.empty() || shard.find('/') != std::string::npos || shard == "..") std::abort();  // would leave the directory
   } catch (const ssm::error&) {
   }
   try {

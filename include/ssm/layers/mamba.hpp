@@ -7,6 +7,7 @@
 ///     [x | z]  = u W_in^T (+ b_in)                      in_proj, L x 2 d_inner (x first, z second)
 ///     x        = silu(causal_depthwise_conv(x) + b_conv) kernel d_conv per channel (b_conv = 0 without conv_bias)
 ///     [r|B|C]  = x W_x^T                                x_proj: dt_rank, d_state, d_state columns
+///     (Falcon-Mamba only: r, B and C each v / sqrt(mean(v^2) + eps), row by row, no weight)
 ///     delta    = softplus(r W_dt^T + b_dt)              dt_proj, L x d_inner
 ///     y        = selective_scan(x, delta, A = -exp(A_log), B, C, D) * silu(z)
 ///     out      = y W_out^T (+ b_out)                    out_proj, L x d_model
@@ -66,6 +67,11 @@ struct MambaConfig {
   Index dt_rank = 0;      ///< Rank of the delta projection; 0 means "auto" = ceil(d_model / 16).
   bool conv_bias = true;  ///< The convolution has a bias (conv1d_bias); without it b_conv = 0.
   bool bias = false;      ///< in_proj and out_proj have biases (in_proj_bias, out_proj_bias).
+  /// Falcon-Mamba's mixer (FalconMambaMixer of Hugging Face transformers): after x_proj, the dt input r
+  /// (dt_rank), B and C (d_state each) are each RMS-normalised on their own, without a weight,
+  /// v / sqrt(mean(v^2) + dt_bc_norm_eps), before dt_proj and the scan. Off in the reference's Mamba.
+  bool dt_bc_norm = false;
+  double dt_bc_norm_eps = 1e-6;  ///< eps of those norms (Falcon-Mamba's mixer_rms_eps).
 
   /// floor(expand d_model), computed in double as the reference's int(expand * d_model)
   /// (expand 1.5, d_model 5 gives 7).
@@ -279,7 +285,8 @@ class Mamba {
     MatrixX<T> xc(L, di);
     detail::causal_depthwise_conv_silu<T>(xz.leftCols(di), p_.conv1d_weight, p_.conv1d_bias, state.conv, xc);
     // x_proj, transposed so that each step's (dt input, B, C) is one contiguous column.
-    const MatrixX<T> x_dbl = p_.x_proj_weight * xc.transpose();                             // (R + 2N) x L
+    MatrixX<T> x_dbl = p_.x_proj_weight * xc.transpose();                                   // (R + 2N) x L
+    if (c.dt_bc_norm) normalise_dt_b_c(x_dbl.data(), L);
     const MatrixX<T> delta = x_dbl.topRows(R).transpose() * p_.dt_proj_weight.transpose();  // L x d_inner
     Sequence<T> y(L, di);
     // B and C: rows R .. R + N - 1 and R + N .. R + 2N - 1 of x_dbl, read in place as L x N.
@@ -344,6 +351,22 @@ class Mamba {
     check(std::isfinite(inner) && inner >= 1 && inner < 1e15, where, "config.expand",
           concat("a factor with 1 <= expand d_model < 1e15 (d_model ", c.d_model, ")"), concat(c.expand));
     check(c.dt_rank >= 0, where, "config.dt_rank", "a rank >= 1, or 0 for auto", concat(c.dt_rank));
+    check(!c.dt_bc_norm || c.dt_bc_norm_eps > 0, where, "config.dt_bc_norm_eps", "> 0 (dt_bc_norm is on)",
+          concat(c.dt_bc_norm_eps));
+  }
+
+  /// Falcon-Mamba's norms (MambaConfig::dt_bc_norm) on x_proj's output for `columns` steps, stored column
+  /// by column ((R + 2N) x columns, column-major): in each column the dt input [0, R), B [R, R + N) and
+  /// C [R + N, R + 2N) are each scaled by 1 / sqrt(mean of their squares + eps).
+  void normalise_dt_b_c(T* x_dbl, Index columns) const {
+    const MambaConfig& c = p_.config;
+    const Index R = c.rank(), N = c.d_state;
+    const T eps = T(c.dt_bc_norm_eps);
+    for (Index t = 0; t < columns; ++t)
+      for (const auto& [begin, length] : {std::pair<Index, Index>{0, R}, {R, N}, {R + N, N}}) {
+        Eigen::Map<VectorX<T>> v(x_dbl + t * (R + 2 * N) + begin, length);
+        v *= T(1) / std::sqrt(v.squaredNorm() / T(length) + eps);
+      }
   }
 
   /// The part of a step between the two large projections, on one stream's scratch: from in_proj's
@@ -353,6 +376,7 @@ class Mamba {
     const Index di = c.d_inner(), N = c.d_state, R = c.rank();
     detail::causal_depthwise_conv_silu_step<T>(state.xz.head(di), p_.conv1d_weight, p_.conv1d_bias, state.conv, state.xc);
     state.x_dbl.noalias() = p_.x_proj_weight * state.xc;
+    if (c.dt_bc_norm) normalise_dt_b_c(state.x_dbl.data(), 1);
     state.dt.noalias() = p_.dt_proj_weight * state.x_dbl.head(R);
     // The scan over one step: 1 x d_inner views of the scratch vectors.
     selective_scan_into<T>(Eigen::Map<const Sequence<T>>(state.xc.data(), 1, di),

@@ -75,10 +75,15 @@ struct Mamba2Config {
   bool bias = false;              ///< in_proj and out_proj have biases.
   bool conv_bias = true;          ///< The convolution has a bias.
   double norm_eps = 1e-5;         ///< eps of the gated RMSNorm (the reference hard-codes 1e-5).
+  /// Groups of the gated RMSNorm; 0 means ngroups (the reference: group size d_ssm / ngroups). Hugging
+  /// Face's Mamba2 normalises over all d_ssm channels at once whatever n_groups is: 1.
+  Index norm_groups = 0;
   /// Q of the chunked SSD form in `forward` (a speed knob only: every Q >= 1 gives the same result).
   Index chunk_size = kSsdDefaultChunk;
 
   Index d_inner() const { return expand * d_model; }
+  /// norm_groups with "0 = ngroups" resolved.
+  Index norm_group_count() const { return norm_groups > 0 ? norm_groups : ngroups; }
   /// d_ssm with "0 = d_inner" resolved.
   Index ssm_channels() const { return d_ssm > 0 ? d_ssm : d_inner(); }
   Index nheads() const { return headdim > 0 ? ssm_channels() / headdim : 0; }
@@ -370,6 +375,8 @@ class Mamba2 {
     check(!(c.dt_limit_min > c.dt_limit_max) && !std::isnan(c.dt_limit_min) && !std::isnan(c.dt_limit_max), where,
           "config.dt_limit", "dt_limit_min <= dt_limit_max", concat(c.dt_limit_min, ", ", c.dt_limit_max));
     check(c.norm_eps > 0, where, "config.norm_eps", "> 0", concat(c.norm_eps));
+    check(c.norm_groups >= 0 && (c.norm_groups == 0 || ds % c.norm_groups == 0), where, "config.norm_groups",
+          concat("0 (= ngroups) or a divisor of d_ssm = ", ds), concat(c.norm_groups));
     check(c.chunk_size >= 1, where, "config.chunk_size", "a chunk size >= 1", concat(c.chunk_size));
     check_size(p.dt_bias, H, where, "dt_bias", "nheads");
     check_size(p.A_log, H, where, "A_log", "nheads");
@@ -431,9 +438,9 @@ class Mamba2 {
   template <class Y, class Z>
   void gated_norm(Y&& y, const Z& z) const {
     const Mamba2Config& c = p_.config;
-    const Index rows = y.rows(), ds = c.ssm_channels(), gs = ds / c.ngroups;
+    const Index rows = y.rows(), ds = c.ssm_channels(), groups = c.norm_group_count(), gs = ds / groups;
     const T eps = T(c.norm_eps);
-    for (Index g = 0; g < c.ngroups; ++g) {
+    for (Index g = 0; g < groups; ++g) {
       // Mean square per row, then scale; one row (a step) uses a scalar, a sequence a column vector.
       if (rows == 1) {
         T ms = 0;

@@ -1,8 +1,21 @@
 #pragma once
 /// \file mamba_lm.hpp
 /// The Mamba language model (MambaLMHeadModel of state-spaces/mamba), loaded from a checkpoint
-/// directory holding model.safetensors and config.json in the reference's names. One class serves
+/// directory holding config.json and model.safetensors (or shards named by model.safetensors.index.json,
+/// io/checkpoint.hpp), in the reference's names or in those of Hugging Face transformers. One class serves
 /// both mixers: Mamba-1 (mamba.hpp) and Mamba-2 (mamba2.hpp), chosen by config.json's ssm_cfg.layer.
+///
+/// Hugging Face layouts (detected from config.json's model_type or architectures; the keys read are listed
+/// at `MambaLMConfig::parse_hugging_face`):
+///   MambaForCausalLM ("mamba"), FalconMambaForCausalLM ("falcon_mamba"): the Mamba-1 tensors below, the
+///     embedding named backbone.embeddings.weight with exactly vocab_size rows; every RMSNorm with
+///     layer_norm_epsilon. Falcon-Mamba's mixer also RMS-normalises dt, B and C after x_proj, without
+///     weights, with mixer_rms_eps (MambaConfig::dt_bc_norm).
+///   Mamba2ForCausalLM ("mamba2"): the Mamba-2 tensors below, same embedding name; its gated norm runs over
+///     all d_ssm channels at once (Mamba2Config::norm_groups = 1), not per group as the reference's, with
+///     layer_norm_epsilon.
+///   With tie_word_embeddings (transformers' default for Mamba and Falcon-Mamba, not for Mamba-2) the head
+///   is the embedding, and a stored lm_head.weight is not read.
 ///
 /// For token ids t_0 .. t_{L-1}, with E the embedding (vocab x d_model):
 ///
@@ -92,6 +105,7 @@
 
 #include "ssm/core/error.hpp"
 #include "ssm/core/types.hpp"
+#include "ssm/io/checkpoint.hpp"
 #include "ssm/io/safetensors.hpp"
 #include "ssm/layers/mamba.hpp"
 #include "ssm/layers/mamba2.hpp"
@@ -105,6 +119,7 @@
 #include <functional>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <set>
 #include <string>
 #include <utility>
@@ -115,6 +130,52 @@ namespace ssm {
 
 /// The mixer of every layer of a language model (config.json's ssm_cfg.layer).
 enum class MambaMixer { mamba1, mamba2 };
+
+/// The convention a checkpoint's config.json and tensor names follow. The model built is the same.
+enum class CheckpointLayout {
+  reference,        ///< state-spaces/mamba's MambaLMHeadModel: d_model, n_layer, ssm_cfg; backbone.embedding.weight.
+  hf_mamba,         ///< Hugging Face transformers' MambaForCausalLM (model_type "mamba"): hidden_size, ...; backbone.embeddings.weight.
+  hf_mamba2,        ///< Mamba2ForCausalLM (model_type "mamba2").
+  hf_falcon_mamba,  ///< FalconMambaForCausalLM (model_type "falcon_mamba"): a Mamba-1 mixer with norms on dt, B and C.
+};
+
+namespace detail {
+
+/// JSON text with Python's bare Infinity, -Infinity and NaN (which json.dump writes for float("inf"), e.g. a
+/// dt_limit of (0, inf)) turned into the strings "Infinity", "-Infinity" and "NaN", so that a strict JSON
+/// parser reads it; the readers that allow an infinite value accept those strings. Text inside strings is
+/// left alone.
+inline std::string quote_python_non_finite(const std::string& text) {
+  std::string out;
+  out.reserve(text.size());
+  bool in_string = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char ch = text[i];
+    if (in_string) {
+      out += ch;
+      if (ch == '\\' && i + 1 < text.size()) out += text[++i];
+      else if (ch == '"') in_string = false;
+      continue;
+    }
+    if (ch == '"') in_string = true;
+    bool replaced = false;
+    for (const char* word : {"-Infinity", "Infinity", "NaN"}) {
+      const std::size_t n = std::char_traits<char>::length(word);
+      if (text.compare(i, n, word) == 0) {
+        out += '"';
+        out += word;
+        out += '"';
+        i += n - 1;
+        replaced = true;
+        break;
+      }
+    }
+    if (!replaced) out += ch;
+  }
+  return out;
+}
+
+}  // namespace detail
 
 /// The model's sizes, as in the reference's config.json.
 struct MambaLMConfig {
@@ -129,6 +190,7 @@ struct MambaLMConfig {
   /// makes lm_head.weight required.
   bool tie_embeddings = true;
   MambaMixer mixer = MambaMixer::mamba1;  ///< Which of the two blocks below every layer is.
+  CheckpointLayout layout = CheckpointLayout::reference;  ///< The config.json and tensor names it was read from.
   MambaConfig block;                  ///< With mixer mamba1: d_model, d_state, d_conv, expand, dt_rank, conv_bias, bias.
   Mamba2Config block2;                ///< With mixer mamba2: the Mamba-2 mixer's sizes and options.
 
@@ -138,12 +200,19 @@ struct MambaLMConfig {
     return (vocab_size + m - 1) / m * m;
   }
 
-  /// Parses the text of a config.json; `source` names it in messages.
+  /// The embedding's tensor name in this layout's checkpoints.
+  std::string embedding_name() const {
+    return layout == CheckpointLayout::reference ? "backbone.embedding.weight" : "backbone.embeddings.weight";
+  }
+
+  /// Parses the text of a config.json; `source` names it in messages. The layout is detected: a
+  /// model_type of "mamba", "mamba2" or "falcon_mamba" (or such an entry in "architectures") is a Hugging
+  /// Face config (see `parse_hugging_face`); a config without a model_type is the reference's.
   /// \throws ssm::error naming the field that is missing or wrong.
   static MambaLMConfig parse(const std::string& text, const std::string& source = "config.json") {
     nlohmann::json j;
     try {
-      j = nlohmann::json::parse(text);
+      j = nlohmann::json::parse(detail::quote_python_non_finite(text));
     } catch (const nlohmann::json::exception& e) {
       throw error(detail::concat("MambaLMConfig: ", source, ": not valid JSON: ", e.what()));
     }
@@ -164,6 +233,22 @@ struct MambaLMConfig {
       if (n < minimum) fail(field, detail::concat("an integer >= ", minimum), v.dump());
       return Index(n);
     };
+    auto boolean = [&](const nlohmann::json& obj, const std::string& prefix, const char* key, bool fallback) {
+      if (!obj.contains(key)) return fallback;
+      const auto& v = obj.at(key);
+      if (!v.is_boolean()) fail(prefix + key, "true or false", v.dump());
+      return v.get<bool>();
+    };
+    // A number; the strings "Infinity" / "-Infinity" (Python's inf, see quote_python_non_finite) when allowed.
+    auto number = [&](const nlohmann::json& v, const std::string& field, bool infinite_ok) -> double {
+      if (v.is_number()) return v.get<double>();
+      if (infinite_ok && v.is_string() && (v == "Infinity" || v == "-Infinity"))
+        return v == "Infinity" ? std::numeric_limits<double>::infinity() : -std::numeric_limits<double>::infinity();
+      fail(field, infinite_ok ? "a number (or Infinity)" : "a number", v.dump());
+      return 0;
+    };
+    const CheckpointLayout layout = detect_layout(j, fail);
+    if (layout != CheckpointLayout::reference) return parse_hugging_face(j, layout, fail, integer, boolean, number);
     MambaLMConfig c;
     c.d_model = integer(j, "", "d_model", true, 0, 1);
     c.n_layer = integer(j, "", "n_layer", true, 0, 1);
@@ -174,12 +259,6 @@ struct MambaLMConfig {
       if (!v.is_number() || !(v.get<double>() > 0)) fail("norm_epsilon", "a number > 0", v.dump());
       c.norm_epsilon = v.get<double>();
     }
-    auto boolean = [&](const nlohmann::json& obj, const std::string& prefix, const char* key, bool fallback) {
-      if (!obj.contains(key)) return fallback;
-      const auto& v = obj.at(key);
-      if (!v.is_boolean()) fail(prefix + key, "true or false", v.dump());
-      return v.get<bool>();
-    };
     if (!boolean(j, "", "rms_norm", true)) fail("rms_norm", "true (LayerNorm models are not supported)", "false");
     c.tie_embeddings = boolean(j, "", "tie_embeddings", true);
     boolean(j, "", "residual_in_fp32", true);  // checked for type only: no effect on the result
@@ -235,12 +314,7 @@ struct MambaLMConfig {
       b.bias = boolean(ssm_cfg, "ssm_cfg.", "bias", false);
       b.conv_bias = boolean(ssm_cfg, "ssm_cfg.", "conv_bias", true);
       if (ssm_cfg.contains("dt_limit")) {
-        const auto& v = ssm_cfg.at("dt_limit");
-        if (!v.is_array() || v.size() != 2 || !v[0].is_number() || !v[1].is_number() ||
-            !(v[0].get<double>() >= 0 && v[0].get<double>() <= v[1].get<double>()))
-          fail("ssm_cfg.dt_limit", "two numbers [min, max] with 0 <= min <= max", v.dump());
-        b.dt_limit_min = v[0].get<double>();
-        b.dt_limit_max = v[1].get<double>();
+        read_dt_limit(ssm_cfg.at("dt_limit"), "ssm_cfg.dt_limit", b, fail, number);
       }
       // The mixer's own checks (nheads, groups, d_ssm) run when it is built; run them here already so
       // that a bad config.json is named before any tensor is read.
@@ -270,6 +344,131 @@ struct MambaLMConfig {
     c.block.dt_rank = 0;
     if (ssm_cfg.contains("dt_rank") && !(ssm_cfg.at("dt_rank").is_string() && ssm_cfg.at("dt_rank") == "auto"))
       c.block.dt_rank = integer(ssm_cfg, "ssm_cfg.", "dt_rank", true, 0, 1);
+    return c;
+  }
+
+ private:
+  /// The layout of a parsed config.json: its model_type, else its architectures, else the reference's.
+  template <class Fail>
+  static CheckpointLayout detect_layout(const nlohmann::json& j, Fail& fail) {
+    static const std::pair<const char*, CheckpointLayout> model_types[] = {
+        {"mamba", CheckpointLayout::hf_mamba},
+        {"mamba2", CheckpointLayout::hf_mamba2},
+        {"falcon_mamba", CheckpointLayout::hf_falcon_mamba}};
+    static const std::pair<const char*, CheckpointLayout> classes[] = {
+        {"MambaForCausalLM", CheckpointLayout::hf_mamba},
+        {"Mamba2ForCausalLM", CheckpointLayout::hf_mamba2},
+        {"FalconMambaForCausalLM", CheckpointLayout::hf_falcon_mamba}};
+    if (j.contains("model_type")) {
+      const auto& v = j.at("model_type");
+      for (const auto& [name, layout] : model_types)
+        if (v == name) return layout;
+      fail("model_type", "\"mamba\", \"mamba2\" or \"falcon_mamba\" (or no model_type: the state-spaces/mamba config)",
+           v.dump());
+    }
+    if (j.contains("architectures") && j.at("architectures").is_array())
+      for (const auto& entry : j.at("architectures"))
+        for (const auto& [name, layout] : classes)
+          if (entry == name) return layout;
+    return CheckpointLayout::reference;
+  }
+
+  /// ssm_cfg.dt_limit (reference) or time_step_limit (Hugging Face): [min, max], 0 <= min <= max, max may
+  /// be Infinity.
+  template <class Fail, class Number>
+  static void read_dt_limit(const nlohmann::json& v, const char* field, Mamba2Config& b, Fail& fail, Number& number) {
+    if (!v.is_array() || v.size() != 2) fail(field, "two numbers [min, max]", v.dump());
+    const double lo = number(v[0], field, false), hi = number(v[1], field, true);
+    if (!(lo >= 0 && lo <= hi)) fail(field, "[min, max] with 0 <= min <= max", v.dump());
+    b.dt_limit_min = lo;
+    b.dt_limit_max = hi;
+  }
+
+  /// A Hugging Face config.json (MambaConfig, Mamba2Config or FalconMambaConfig of transformers), with
+  /// transformers' defaults for absent keys. The keys read:
+  ///   all: hidden_size, num_hidden_layers, vocab_size (the embedding has exactly vocab_size rows),
+  ///        layer_norm_epsilon (every RMSNorm, Mamba-2's gated one included), tie_word_embeddings,
+  ///        state_size, conv_kernel, expand, use_bias, use_conv_bias, hidden_act (must be "silu");
+  ///   mamba, falcon_mamba: intermediate_size (must be int(expand hidden_size) when given),
+  ///        time_step_rank ("auto" = ceil(hidden_size / 16));
+  ///   falcon_mamba: mixer_rms_eps (the norms of dt, B and C; MambaConfig::dt_bc_norm);
+  ///   mamba2: num_heads, head_dim (num_heads head_dim must be int(expand hidden_size)), n_groups,
+  ///        time_step_limit. transformers' Mamba2 always applies its gated norm, gate before norm, over
+  ///        all intermediate_size channels at once (not per group as the reference): norm_groups = 1.
+  /// Other keys (token ids, initialisation, chunk_size, residual_in_fp32, use_cache, ...) do not change
+  /// the result and are not read.
+  template <class Fail, class Integer, class Boolean, class Number>
+  static MambaLMConfig parse_hugging_face(const nlohmann::json& j, CheckpointLayout layout, Fail& fail, Integer& integer,
+                                          Boolean& boolean, Number& number) {
+    const bool v2 = layout == CheckpointLayout::hf_mamba2;
+    MambaLMConfig c;
+    c.layout = layout;
+    c.mixer = v2 ? MambaMixer::mamba2 : MambaMixer::mamba1;
+    c.d_model = integer(j, "", "hidden_size", false, v2 ? 4096 : 768, 1);
+    c.n_layer = integer(j, "", "num_hidden_layers", false, v2 ? 64 : 32, 1);
+    c.vocab_size = integer(j, "", "vocab_size", false, v2 ? 32768 : 50280, 1);
+    c.pad_vocab_size_multiple = 1;
+    if (j.contains("layer_norm_epsilon")) {
+      c.norm_epsilon = number(j.at("layer_norm_epsilon"), "layer_norm_epsilon", false);
+      if (!(c.norm_epsilon > 0)) fail("layer_norm_epsilon", "a number > 0", j.at("layer_norm_epsilon").dump());
+    }
+    c.tie_embeddings = boolean(j, "", "tie_word_embeddings", !v2);
+    if (j.contains("hidden_act") && j.at("hidden_act") != "silu")
+      fail("hidden_act", "\"silu\" (the activation of the mixer's convolution and gate)", j.at("hidden_act").dump());
+    const Index d_state = integer(j, "", "state_size", false, v2 ? 128 : 16, 1);
+    const Index d_conv = integer(j, "", "conv_kernel", false, 4, 1);
+    double expand = 2;
+    if (j.contains("expand")) expand = number(j.at("expand"), "expand", false);
+    const double inner = expand * double(c.d_model);
+    if (!(inner >= 1 && inner < 1e15))
+      fail("expand", detail::concat("a number with 1 <= expand hidden_size < 1e15 (hidden_size ", c.d_model, ")"),
+           j.contains("expand") ? j.at("expand").dump() : "2");
+    const Index d_inner = static_cast<Index>(inner);  // int(expand * hidden_size), as transformers computes it
+    const bool bias = boolean(j, "", "use_bias", false), conv_bias = boolean(j, "", "use_conv_bias", true);
+    if (v2) {
+      Mamba2Config& b = c.block2;
+      b.d_model = c.d_model;
+      b.d_state = d_state;
+      b.d_conv = d_conv;
+      if (d_inner % c.d_model != 0)
+        fail("expand", detail::concat("a factor with int(expand hidden_size) a multiple of hidden_size ", c.d_model,
+                                      " (ssm's Mamba2Config::expand is an integer)"),
+             j.at("expand").dump());
+      b.expand = d_inner / c.d_model;
+      b.headdim = integer(j, "", "head_dim", false, 64, 1);
+      const Index heads = integer(j, "", "num_heads", false, 128, 1);
+      if (heads > d_inner || heads * b.headdim != d_inner)
+        fail("num_heads", detail::concat("int(expand hidden_size) / head_dim = ", d_inner, " / ", b.headdim,
+                                         " (num_heads head_dim must be the intermediate size)"),
+             detail::concat(heads));
+      b.ngroups = integer(j, "", "n_groups", false, 8, 1);
+      if (heads % b.ngroups != 0) fail("n_groups", detail::concat("a divisor of num_heads = ", heads), detail::concat(b.ngroups));
+      b.bias = bias;
+      b.conv_bias = conv_bias;
+      b.norm_eps = c.norm_epsilon;
+      b.norm_groups = 1;
+      if (j.contains("time_step_limit")) read_dt_limit(j.at("time_step_limit"), "time_step_limit", b, fail, number);
+      return c;
+    }
+    MambaConfig& b = c.block;
+    b.d_model = c.d_model;
+    b.d_state = d_state;
+    b.d_conv = d_conv;
+    b.expand = expand;
+    if (j.contains("intermediate_size") && integer(j, "", "intermediate_size", true, 0, 1) != d_inner)
+      fail("intermediate_size", detail::concat("int(expand hidden_size) = ", d_inner), j.at("intermediate_size").dump());
+    b.bias = bias;
+    b.conv_bias = conv_bias;
+    b.dt_rank = 0;
+    if (j.contains("time_step_rank") && !(j.at("time_step_rank").is_string() && j.at("time_step_rank") == "auto"))
+      b.dt_rank = integer(j, "", "time_step_rank", true, 0, 1);
+    if (layout == CheckpointLayout::hf_falcon_mamba) {
+      b.dt_bc_norm = true;
+      if (j.contains("mixer_rms_eps")) {
+        b.dt_bc_norm_eps = number(j.at("mixer_rms_eps"), "mixer_rms_eps", false);
+        if (!(b.dt_bc_norm_eps > 0)) fail("mixer_rms_eps", "a number > 0", j.at("mixer_rms_eps").dump());
+      }
+    }
     return c;
   }
 };
@@ -346,7 +545,10 @@ class MambaLM {
     if (lm_head_.size() != 0) check_shape(lm_head_, embedding_.rows(), dm, where, "lm_head", "vocab x d_model");
   }
 
-  /// Loads `directory`/config.json and `directory`/model.safetensors.
+  /// Loads `directory`/config.json and the checkpoint beside it: model.safetensors, or the shards that
+  /// model.safetensors.index.json names (io::Checkpoint; every file memory-mapped, each tensor's pages
+  /// released once converted, so loading holds the model plus about 1 MB, not the files too). The layout
+  /// (the reference's or a Hugging Face one) is read from config.json.
   /// \throws ssm::error naming the file, the field or the tensor that is missing or misshaped.
   SSM_NOINLINE static MambaLM load(const std::string& directory) {
     const std::string config_path = directory + "/config.json";
@@ -354,21 +556,27 @@ class MambaLM {
     if (!in) throw error(detail::concat("MambaLM::load: ", config_path, ": cannot open the file"));
     const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     const MambaLMConfig config = MambaLMConfig::parse(text, config_path);
-    const io::SafetensorsFile file = io::SafetensorsFile::read(directory + "/model.safetensors");
-    return from_safetensors(config, file);
+    return from_checkpoint(config, io::Checkpoint::open(directory));
   }
 
-  /// Builds the model from a parsed config and checkpoint (the names listed in the file comment).
+  /// Builds the model from a parsed config and one checkpoint file (see `from_checkpoint`).
+  SSM_NOINLINE static MambaLM from_safetensors(const MambaLMConfig& config, const io::SafetensorsFile& file) {
+    return from_checkpoint(config, io::Checkpoint::single(file));
+  }
+
+  /// Builds the model from a parsed config and checkpoint (the names listed in the file comment; in a
+  /// Hugging Face layout the embedding is backbone.embeddings.weight, with exactly vocab_size rows, and
+  /// with tie_word_embeddings the head is the embedding whether or not lm_head.weight is stored).
   /// \throws ssm::error naming a tensor that is missing, misshaped (the embedding must have
   /// padded_vocab_size() rows) or not used by the model.
-  SSM_NOINLINE static MambaLM from_safetensors(const MambaLMConfig& config, const io::SafetensorsFile& file) {
+  SSM_NOINLINE static MambaLM from_checkpoint(const MambaLMConfig& config, const io::Checkpoint& file) {
     const Index dm = config.d_model, vocab = config.padded_vocab_size();
     std::set<std::string> used;
     auto tensor = [&](const std::string& name, const std::vector<Index>& shape) {
       used.insert(name);
       return file.matrix<Scalar>(name, shape);
     };
-    const std::string emb_name = "backbone.embedding.weight";
+    const std::string emb_name = config.embedding_name();
     const auto& emb_info = file.info(emb_name);  // throws naming it when absent
     if (emb_info.shape != std::vector<Index>{vocab, dm})
       throw error(detail::concat("MambaLM: tensor '", emb_name, "': expected shape ",
@@ -388,14 +596,22 @@ class MambaLM {
     }
     VectorX<Scalar> norm_f = tensor("backbone.norm_f.weight", {dm});
     MatrixX<Scalar> head;
-    if (file.contains("lm_head.weight") || !config.tie_embeddings) head = tensor("lm_head.weight", {vocab, dm});
+    const bool hugging_face = config.layout != CheckpointLayout::reference;
+    if (hugging_face && config.tie_embeddings) {
+      if (file.contains("lm_head.weight")) {  // transformers ties it to the embedding on load: the stored copy is unused
+        file.file_of("lm_head.weight").check_shape_of("lm_head.weight", {vocab, dm});
+        used.insert("lm_head.weight");
+      }
+    } else if (file.contains("lm_head.weight") || !config.tie_embeddings) {
+      head = tensor("lm_head.weight", {vocab, dm});
+    }
     const bool v2 = config.mixer == MambaMixer::mamba2;
     const bool bias = v2 ? config.block2.bias : config.block.bias;
     const bool conv_bias = v2 ? config.block2.conv_bias : config.block.conv_bias;
     for (const std::string& name : file.names())  // sorted: the first unused one in name order
       if (!used.count(name))
         throw error(detail::concat(
-            "MambaLM: tensor '", name, "' in ", file.source(),
+            "MambaLM: tensor '", name, "' in ", file.file_of(name).source(),
             " is not used by this model (config: ssm_cfg.layer ", v2 ? "Mamba2" : "Mamba1",
             ", d_intermediate 0, no attention layers, ssm_cfg.bias ", bias ? "true" : "false",
             ", ssm_cfg.conv_bias ", conv_bias ? "true" : "false",
