@@ -338,6 +338,15 @@ for B in (1, 4, 16, 64):
     share = f"{flops / 1e9:.1f} GFLOP/s, {100 * flops / fma:.0f}% of peak" if flops and fma else "-"
     print(f"| B = {B} | {'not run' if r is None else f'{r:,.1f}'} | {ratio} | {share} |")
 
+# Loading a checkpoint (issue 15): MambaLM::load of a 516 MB F32 checkpoint at the mamba-130m shape, from a
+# warm page cache, and the peak resident memory it costs over the file's size (target <= 1.1).
+load = "BM_LoadCheckpoint/768/24/50280/iterations:3"
+load_s, peak = seconds(load) if load in results else None, counter(load, "peak_rss_over_weights")
+print("\n| loading a checkpoint, mamba-130m shape, 516 MB F32 (MambaLM::load, warm page cache) | time | peak resident memory / file size |")
+print("| --- | --- | --- |")
+rss = "-" if peak is None or peak < 0 else f"{peak:.3f} (target <= 1.1: {'met' if peak <= 1.1 else '**not met**'})"
+print(f"| one file, memory-mapped | {'not run' if load_s is None else f'{1e3 * load_s:.0f} ms'} | {rss} |")
+
 analysis = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ANALYSIS.md")
 if os.path.exists(analysis):
     print()
