@@ -21,14 +21,6 @@
 namespace ssm::test {
 namespace {
 
-/// A safetensors file built by hand with a given header and data.
-std::vector<unsigned char> raw_file(const std::string& header, const std::vector<unsigned char>& data) {
-  std::vector<unsigned char> out(8 + header.size() + data.size());
-  for (int i = 0; i < 8; ++i) out[std::size_t(i)] = static_cast<unsigned char>((std::uint64_t(header.size()) >> (8 * i)) & 0xff);
-  std::memcpy(out.data() + 8, header.data(), header.size());
-  if (!data.empty()) std::memcpy(out.data() + 8 + header.size(), data.data(), data.size());
-  return out;
-}
 
 void write_bytes(const std::string& path, const std::vector<unsigned char>& bytes) {
   std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
@@ -98,7 +90,7 @@ TEST(MappedSafetensors, EveryDtypeOfTheFormatIsRecognised) {
       R"( "bool": {"dtype": "BOOL", "shape": [2], "data_offsets": [32, 34]},)"
       R"( "f8": {"dtype": "F8_E4M3", "shape": [2], "data_offsets": [34, 36]},)"
       R"( "f4": {"dtype": "F4", "shape": [2], "data_offsets": [36, 37]}})";
-  const auto f = io::SafetensorsFile::parse(raw_file(header, data));
+  const auto f = io::SafetensorsFile::parse(raw_safetensors(header, data));
   EXPECT_EQ(f.integers("u8"), (std::vector<std::int64_t>{255, 1}));
   EXPECT_EQ(f.integers("i8"), (std::vector<std::int64_t>{-128, 127}));
   EXPECT_EQ(f.integers("i16"), (std::vector<std::int64_t>{-32768, 5}));
@@ -118,7 +110,7 @@ TEST(MappedSafetensors, EveryDtypeOfTheFormatIsRecognised) {
 TEST(MappedSafetensors, TheHeaderIsCheckedBeforeAnyTensorIsRead) {
   const std::vector<unsigned char> sixteen(16, 0);
   auto refused = [&](const std::string& header, const std::vector<std::string>& fragments) {
-    expect_error([&] { io::SafetensorsFile::parse(raw_file(header, sixteen)); }, fragments);
+    expect_error([&] { io::SafetensorsFile::parse(raw_safetensors(header, sixteen)); }, fragments);
   };
   refused(R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}})",
           {"overlap", "'a'", "'b'"});
@@ -130,7 +122,7 @@ TEST(MappedSafetensors, TheHeaderIsCheckedBeforeAnyTensorIsRead) {
   // Shared bytes are refused even when one tensor is inside the other; empty tensors share nothing.
   refused(R"({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}, "b": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]}})",
           {"overlap"});
-  EXPECT_NO_THROW(io::SafetensorsFile::parse(raw_file(
+  EXPECT_NO_THROW(io::SafetensorsFile::parse(raw_safetensors(
       R"({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}, "e": {"dtype": "F32", "shape": [0], "data_offsets": [8, 8]}})",
       sixteen)));
   // A mapped file that was cut short is refused the same way as bytes in memory.
@@ -354,7 +346,18 @@ TEST(HuggingFaceLayouts, ConfigsThatContradictThemselvesOrTheTensorsAreRefused) 
     j[key] = value;
     return j;
   };
-  refused(edit(v1, "intermediate_size", 48), {"intermediate_size", "64"});
+  refused(edit(v1, "intermediate_size", 0), {"intermediate_size", ">= 1"});
+  // intermediate_size, when given, is d_inner whatever expand says (tiiuae/falcon-mamba-7b: expand 16,
+  // intermediate_size 2 hidden_size), as transformers sets it after deriving it from expand.
+  EXPECT_EQ(MambaLMConfig::parse(edit(v1, "intermediate_size", 48).dump()).block.d_inner(), 48);
+  EXPECT_EQ(MambaLMConfig::parse(edit(edit(v1, "expand", 16), "intermediate_size", 64).dump()).block.d_inner(), 64);
+  for (const Index width : {Index(7), Index(33), Index(95), Index(1000)})
+    EXPECT_EQ(MambaLMConfig::parse(edit(edit(v1, "hidden_size", 5 + width % 3), "intermediate_size", width).dump()).block.d_inner(),
+              width);
+  auto no_expand = v1;
+  no_expand.erase("expand");
+  no_expand.erase("intermediate_size");
+  EXPECT_EQ(MambaLMConfig::parse(no_expand.dump()).block.d_inner(), 64);  // transformers' default expand 2
   refused(edit(v1, "hidden_act", "gelu"), {"hidden_act", "silu"});
   refused(edit(v1, "model_type", "llama"), {"model_type", "llama"});
   refused(edit(v1, "state_size", -1), {"state_size"});

@@ -1,4 +1,5 @@
 // .npy and safetensors readers: known bytes, golden files, round trips, and corrupt input.
+#include "checkpoint_support.hpp"
 #include "test_support.hpp"
 
 #include "ssm/io/npy.hpp"
@@ -172,15 +173,6 @@ TEST(Safetensors, RowMajorLayoutIsHonoured) {
   } catch (const ssm::error& e) {
     EXPECT_NE(std::string(e.what()).find("missing.weight"), std::string::npos);
   }
-}
-
-/// A safetensors file built by hand with a given header and data.
-std::vector<unsigned char> raw_safetensors(const std::string& header, const std::vector<unsigned char>& data) {
-  std::vector<unsigned char> out(8);
-  for (int i = 0; i < 8; ++i) out[std::size_t(i)] = static_cast<unsigned char>((std::uint64_t(header.size()) >> (8 * i)) & 0xff);
-  out.insert(out.end(), header.begin(), header.end());
-  out.insert(out.end(), data.begin(), data.end());
-  return out;
 }
 
 TEST(Safetensors, F16AndBF16Tensors) {

@@ -10,6 +10,8 @@
 #include "ssm/core/error.hpp"
 #include "ssm/io/safetensors.hpp"
 
+#include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -45,6 +47,16 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+/// The bytes of a safetensors file written by hand: the 8-byte little-endian length of `header`, the
+/// header (JSON text, taken as it is), then `data`.
+inline std::vector<unsigned char> raw_safetensors(const std::string& header, const std::vector<unsigned char>& data) {
+  std::vector<unsigned char> out(8 + header.size() + data.size());
+  for (int i = 0; i < 8; ++i) out[std::size_t(i)] = static_cast<unsigned char>((std::uint64_t(header.size()) >> (8 * i)) & 0xff);
+  std::memcpy(out.data() + 8, header.data(), header.size());
+  if (!data.empty()) std::memcpy(out.data() + 8 + header.size(), data.data(), data.size());
+  return out;
+}
 
 /// Every tensor of a safetensors file, in file order, as F32 values with their shapes.
 inline std::vector<io::TensorToWrite> read_tensors(const std::string& safetensors_path) {

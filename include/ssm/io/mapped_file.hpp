@@ -6,6 +6,9 @@
 ///
 /// `ByteSource` is what the readers of ssm/io hold: either such a mapping or bytes already in memory
 /// (a file built in a test, a fuzzer's input), behind one interface, shared by copies.
+///
+/// As with any mapping, the file must not be truncated while it is mapped (a read past the new end is a
+/// SIGBUS, which no check can turn into an error); replacing it (a new file under the same name) is safe.
 
 #include "ssm/core/error.hpp"
 

@@ -1,6 +1,7 @@
 #pragma once
 /// \file safetensors.hpp
-/// Reading safetensors files (the weight format of Hugging Face and PyTorch exports).
+/// Reading safetensors files (the weight format of Hugging Face and PyTorch exports), memory-mapped
+/// (io/mapped_file.hpp); sharded checkpoints are io/checkpoint.hpp.
 ///
 /// Layout: an 8-byte little-endian header length n, n bytes of JSON
 ///   {"name": {"dtype": "F32", "shape": [r, c], "data_offsets": [begin, end]}, ..., "__metadata__": {...}}
@@ -261,12 +262,16 @@ class SafetensorsFile {
     MatrixX<T> out(rows, cols);
     if (out.size() == 0) return out;
     std::vector<T> window;
+    const std::size_t width = static_cast<std::size_t>(cols);
     for_each_window(t, [&](std::size_t first, std::size_t count) {
-      // Windows hold whole rows unless one row is larger than a window.
       window.resize(count);
       convert(t, first, count, window.data());
-      const std::size_t width = static_cast<std::size_t>(cols);
-      for (std::size_t at = first; at < first + count;) {  // one row (or the part of it in the window) at a time
+      if (first % width == 0 && count % width == 0) {  // whole rows (the usual case): one block, Eigen transposes
+        out.middleRows(Index(first / width), Index(count / width)) =
+            Eigen::Map<const RowMatrixX<T>>(window.data(), Index(count / width), cols);
+        return;
+      }
+      for (std::size_t at = first; at < first + count;) {  // a row larger than a window, piece by piece
         const std::size_t r = at / width, c = at % width, len = std::min(width - c, first + count - at);
         out.row(Index(r)).segment(Index(c), Index(len)) =
             Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(window.data() + (at - first), Index(len));

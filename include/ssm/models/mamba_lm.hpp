@@ -389,7 +389,9 @@ struct MambaLMConfig {
   ///   all: hidden_size, num_hidden_layers, vocab_size (the embedding has exactly vocab_size rows),
   ///        layer_norm_epsilon (every RMSNorm, Mamba-2's gated one included), tie_word_embeddings,
   ///        state_size, conv_kernel, expand, use_bias, use_conv_bias, hidden_act (must be "silu");
-  ///   mamba, falcon_mamba: intermediate_size (must be int(expand hidden_size) when given),
+  ///   mamba, falcon_mamba: intermediate_size (d_inner; when absent int(expand hidden_size); when given it
+  ///        wins over expand, as in transformers, where config.json's keys are set after the derived value:
+  ///        tiiuae/falcon-mamba-7b's config.json says expand 16 and intermediate_size 8192 = 2 hidden_size),
   ///        time_step_rank ("auto" = ceil(hidden_size / 16));
   ///   falcon_mamba: mixer_rms_eps (the norms of dt, B and C; MambaConfig::dt_bc_norm);
   ///   mamba2: num_heads, head_dim (num_heads head_dim must be int(expand hidden_size)), n_groups,
@@ -455,8 +457,16 @@ struct MambaLMConfig {
     b.d_state = d_state;
     b.d_conv = d_conv;
     b.expand = expand;
-    if (j.contains("intermediate_size") && integer(j, "", "intermediate_size", true, 0, 1) != d_inner)
-      fail("intermediate_size", detail::concat("int(expand hidden_size) = ", d_inner), j.at("intermediate_size").dump());
+    if (j.contains("intermediate_size")) {
+      // MambaConfig keeps d_inner as the factor expand: the double nearest intermediate_size / hidden_size,
+      // nudged up where int(expand d_model) rounds below intermediate_size.
+      const Index intermediate = integer(j, "", "intermediate_size", true, 0, 1);
+      b.expand = double(intermediate) / double(c.d_model);
+      if (b.d_inner() < intermediate) b.expand = std::nextafter(b.expand, 2 * b.expand);
+      if (b.d_inner() != intermediate)
+        fail("intermediate_size", "a width that d_inner = int(expand hidden_size) can express",
+             j.at("intermediate_size").dump());
+    }
     b.bias = bias;
     b.conv_bias = conv_bias;
     b.dt_rank = 0;
