@@ -235,12 +235,12 @@ class SafetensorsFile {
                                dtype_name(t.dtype)));
     const unsigned char* p = data_begin() + t.begin;
     const std::size_t n = static_cast<std::size_t>(t.numel()), item = dtype_size(t.dtype);
+    const bool is_signed = t.dtype == TensorDtype::I8 || t.dtype == TensorDtype::I16 || t.dtype == TensorDtype::I32 ||
+                           t.dtype == TensorDtype::I64;
     std::vector<std::int64_t> out(n);
     for (std::size_t i = 0; i < n; ++i) {
       std::uint64_t raw = 0;
       for (std::size_t b = 0; b < item; ++b) raw |= std::uint64_t(p[i * item + b]) << (8 * b);
-      const bool is_signed = t.dtype == TensorDtype::I8 || t.dtype == TensorDtype::I16 || t.dtype == TensorDtype::I32 ||
-                             t.dtype == TensorDtype::I64;
       if (is_signed && item < 8 && (raw >> (8 * item - 1)) != 0) raw |= ~std::uint64_t(0) << (8 * item);  // sign-extend
       if (t.dtype == TensorDtype::U64 && raw > std::uint64_t(std::numeric_limits<std::int64_t>::max()))
         fail(ssm::detail::concat("tensor '", name, "': U64 value ", raw, " at element ", i, " is above the int64 range"));

@@ -247,18 +247,20 @@ struct MambaLMConfig {
       fail(field, infinite_ok ? "a number (or Infinity)" : "a number", v.dump());
       return 0;
     };
+    // A number > 0 (an epsilon).
+    auto positive = [&](const nlohmann::json& v, const std::string& field) -> double {
+      if (!v.is_number() || !(v.get<double>() > 0)) fail(field, "a number > 0", v.dump());
+      return v.get<double>();
+    };
     const CheckpointLayout layout = detect_layout(j, fail);
-    if (layout != CheckpointLayout::reference) return parse_hugging_face(j, layout, fail, integer, boolean, number);
+    if (layout != CheckpointLayout::reference)
+      return parse_hugging_face(j, layout, fail, integer, boolean, number, positive);
     MambaLMConfig c;
     c.d_model = integer(j, "", "d_model", true, 0, 1);
     c.n_layer = integer(j, "", "n_layer", true, 0, 1);
     c.vocab_size = integer(j, "", "vocab_size", true, 0, 1);
     c.pad_vocab_size_multiple = integer(j, "", "pad_vocab_size_multiple", false, 8, 1);
-    if (j.contains("norm_epsilon")) {
-      const auto& v = j.at("norm_epsilon");
-      if (!v.is_number() || !(v.get<double>() > 0)) fail("norm_epsilon", "a number > 0", v.dump());
-      c.norm_epsilon = v.get<double>();
-    }
+    if (j.contains("norm_epsilon")) c.norm_epsilon = positive(j.at("norm_epsilon"), "norm_epsilon");
     if (!boolean(j, "", "rms_norm", true)) fail("rms_norm", "true (LayerNorm models are not supported)", "false");
     c.tie_embeddings = boolean(j, "", "tie_embeddings", true);
     boolean(j, "", "residual_in_fp32", true);  // checked for type only: no effect on the result
@@ -399,9 +401,9 @@ struct MambaLMConfig {
   ///        all intermediate_size channels at once (not per group as the reference): norm_groups = 1.
   /// Other keys (token ids, initialisation, chunk_size, residual_in_fp32, use_cache, ...) do not change
   /// the result and are not read.
-  template <class Fail, class Integer, class Boolean, class Number>
+  template <class Fail, class Integer, class Boolean, class Number, class Positive>
   static MambaLMConfig parse_hugging_face(const nlohmann::json& j, CheckpointLayout layout, Fail& fail, Integer& integer,
-                                          Boolean& boolean, Number& number) {
+                                          Boolean& boolean, Number& number, Positive& positive) {
     const bool v2 = layout == CheckpointLayout::hf_mamba2;
     MambaLMConfig c;
     c.layout = layout;
@@ -410,10 +412,7 @@ struct MambaLMConfig {
     c.n_layer = integer(j, "", "num_hidden_layers", false, v2 ? 64 : 32, 1);
     c.vocab_size = integer(j, "", "vocab_size", false, v2 ? 32768 : 50280, 1);
     c.pad_vocab_size_multiple = 1;
-    if (j.contains("layer_norm_epsilon")) {
-      c.norm_epsilon = number(j.at("layer_norm_epsilon"), "layer_norm_epsilon", false);
-      if (!(c.norm_epsilon > 0)) fail("layer_norm_epsilon", "a number > 0", j.at("layer_norm_epsilon").dump());
-    }
+    if (j.contains("layer_norm_epsilon")) c.norm_epsilon = positive(j.at("layer_norm_epsilon"), "layer_norm_epsilon");
     c.tie_embeddings = boolean(j, "", "tie_word_embeddings", !v2);
     if (j.contains("hidden_act") && j.at("hidden_act") != "silu")
       fail("hidden_act", "\"silu\" (the activation of the mixer's convolution and gate)", j.at("hidden_act").dump());
@@ -474,10 +473,7 @@ struct MambaLMConfig {
       b.dt_rank = integer(j, "", "time_step_rank", true, 0, 1);
     if (layout == CheckpointLayout::hf_falcon_mamba) {
       b.dt_bc_norm = true;
-      if (j.contains("mixer_rms_eps")) {
-        b.dt_bc_norm_eps = number(j.at("mixer_rms_eps"), "mixer_rms_eps", false);
-        if (!(b.dt_bc_norm_eps > 0)) fail("mixer_rms_eps", "a number > 0", j.at("mixer_rms_eps").dump());
-      }
+      if (j.contains("mixer_rms_eps")) b.dt_bc_norm_eps = positive(j.at("mixer_rms_eps"), "mixer_rms_eps");
     }
     return c;
   }
