@@ -295,6 +295,44 @@ void BM_MambaLMTokens(benchmark::State& state) {
   state.counters["allocations"] = state.iterations() ? double(allocations) / double(state.iterations()) : 0.0;
 }
 
+/// Greedy decoding of the mamba-130m-shaped model with its large matrices in one storage format (range(3):
+/// 0 full F32, 1 bf16, 2 f16, 3 q8; core/weight_matrix.hpp), one thread. bytes_per_token is everything a
+/// token's step must move: every stored large matrix read once (the tied head is the embedding, read
+/// whole, and the token's embedding row is part of it), the small parameters (conv, A_log, D, dt bias,
+/// norms) read, and every layer's conv and SSM states read and written. report.py divides it by the step's
+/// time and by the memory read bandwidth of the same run.
+template <class T>
+void BM_MambaLMDecodeFormat(benchmark::State& state) {
+  ThreadScope threads(state, 1);
+  const auto format = ssm::WeightFormat(state.range(3));
+  static std::map<std::tuple<ssm::Index, ssm::Index, ssm::Index, int>, std::unique_ptr<ssm::MambaLM<T>>> cache;
+  auto& slot = cache[{state.range(0), state.range(1), state.range(2), int(format)}];
+  if (!slot) slot = std::make_unique<ssm::MambaLM<T>>(random_lm<T>(state.range(0), state.range(1), state.range(2)).with_weights(format));
+  const ssm::MambaLM<T>& lm = *slot;
+  auto s = lm.initial_state();
+  ssm::VectorX<T> logits(lm.vocab_size());
+  typename ssm::MambaLM<T>::Token token = 1;
+  std::int64_t small = lm.norm_f().size(), states = 0;
+  for (std::size_t i = 0; i < lm.layers().size(); ++i) {
+    const auto& p = std::get<ssm::Mamba<T>>(lm.layers()[i].mixer).params();
+    small += lm.layers()[i].norm_weight.size() + p.conv1d_weight.size() + p.conv1d_bias.size() + p.dt_proj_bias.size() +
+             p.A_log.size() + p.D.size();
+    const auto& ms = std::get<typename ssm::Mamba<T>::State>(s.layers[i]);
+    states += ms.conv.size() + ms.ssm.size();
+  }
+  const double bytes = double(lm.weight_bytes()) + double(small + 2 * states) * double(sizeof(T));
+  for (int warm = 0; warm < 2; ++warm) lm.step(token, s, logits);
+  for (auto _ : state) {
+    lm.step(token, s, logits);
+    ssm::Index best = 0;
+    logits.maxCoeff(&best);
+    token = best;
+  }
+  state.SetItemsProcessed(std::int64_t(state.iterations()));
+  state.counters["bytes_per_token"] = bytes;
+  state.counters["weight_bytes"] = double(lm.weight_bytes());
+}
+
 template <class T>
 void BM_MambaLMBatchedTokens(benchmark::State& state) {
   ThreadScope threads(state, 1);
@@ -417,6 +455,14 @@ BENCHMARK_TEMPLATE(BM_MambaStep, float)->Args({768, 16})->Unit(benchmark::kMicro
 BENCHMARK_TEMPLATE(BM_MambaStepHot, float)->Args({768, 16})->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_MambaLMTokens, float)->Args({256, 4, 1024})->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_MambaLMTokens, float)->Args({768, 24, 50280})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(BM_MambaLMDecodeFormat, float)
+    ->ArgNames({"d_model", "layers", "vocab", "format"})
+    ->Args({768, 24, 50280, 0})
+    ->Args({768, 24, 50280, 1})
+    ->Args({768, 24, 50280, 2})
+    ->Args({768, 24, 50280, 3})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK_TEMPLATE(BM_MambaLMBatchedTokens, float)
     ->Args({768, 24, 50280, 1})
     ->Args({768, 24, 50280, 4})

@@ -347,6 +347,27 @@ print("| --- | --- | --- |")
 rss = "-" if peak is None or peak < 0 else f"{peak:.3f} (target <= 1.1: {'met' if peak <= 1.1 else '**not met**'})"
 print(f"| one file, memory-mapped | {'not run' if load_s is None else f'{1e3 * load_s:.0f} ms'} | {rss} |")
 
+# Decoding with compact weights (issue 15): greedy decoding at the mamba-130m shape with the large matrices in
+# each storage format, one thread. Each against the memory roofline of its own bytes per token (every stored
+# weight once, the small parameters, the states read and written: BM_MambaLMDecodeFormat's bytes_per_token),
+# target >= 80%; int8 against F32, target >= 3x the tokens per second.
+DECODE_FORMAT = "BM_MambaLMDecodeFormat<float>/d_model:768/layers:24/vocab:50280/format:{}"
+print("\n| decoding, mamba-130m shape, 1 thread, weights as | tokens/s | MB per token | GB/s | of the read roofline (target >= 80%) | vs F32 |")
+print("| --- | --- | --- | --- | --- | --- |")
+f32_s = seconds(DECODE_FORMAT.format(0))
+for index, label in enumerate(("F32", "BF16", "F16", "int8 (q8: blocks of 32, one float scale each)")):
+    name = DECODE_FORMAT.format(index)
+    s_tok, per_token = seconds(name), counter(name, "bytes_per_token")
+    if not s_tok or not per_token:
+        print(f"| {label} | not run | | | | |")
+        continue
+    rate_bps = per_token / s_tok
+    roof = f"{rate_bps / bw:.0%} ({'met' if rate_bps / bw >= 0.8 else '**not met**'})" if bw else "-"
+    versus = f"{f32_s / s_tok:.2f}x" if f32_s else "-"
+    if index == 3 and f32_s:
+        versus += f" (target >= 3x: {'met' if f32_s / s_tok >= 3 else '**not met**'})"
+    print(f"| {label} | {1 / s_tok:,.1f} | {per_token / 1e6:.1f} | {rate_bps / 1e9:.1f} | {roof} | {versus} |")
+
 analysis = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ANALYSIS.md")
 if os.path.exists(analysis):
     print()

@@ -1,6 +1,7 @@
 // Text continuation with a Mamba-1 or Mamba-2 language model checkpoint: greedy, or sampled.
 //
-//   mamba_generate [--model DIR] [--new N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [token id ...]
+//   mamba_generate [--model DIR] [--weights f32|bf16|f16|q8] [--new N] [--temperature T] [--top-k K] [--top-p P]
+//                  [--seed S] [token id ...]
 //
 // DIR holds config.json and model.safetensors (or shards and model.safetensors.index.json), in the
 // reference's names (state-spaces/mamba; the mixer follows ssm_cfg.layer, "Mamba1" by default, or
@@ -9,7 +10,9 @@
 // the tiny Mamba-1 model of the test suite; tests/data/mamba2_lm is its Mamba-2 counterpart. Token ids are the tokenizer's integers (this example
 // does no tokenisation). Greedy unless --temperature > 0 (then a seeded draw with the top-k / top-p
 // filters of ssm/models/sampling.hpp). Prints the new token ids, the prefill and decode speeds, and the
-// process's resident memory after loading (Linux).
+// process's resident memory after loading (Linux). --weights keeps the large matrices (projections,
+// embedding, head) as F32 (the default), bfloat16, IEEE half, or int8 in blocks of 32 with a scale each
+// (ssm/core/weight_matrix.hpp); a bf16 or f16 checkpoint loaded with the same format is kept as stored.
 #include "ssm/models/mamba_lm.hpp"
 
 #include <chrono>
@@ -46,7 +49,7 @@ std::pair<double, double> resident_mb() {
 
 int usage(const char* argv0) {
   std::fprintf(stderr,
-               "usage: %s [--model DIR] [--new N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [token id ...]\n",
+               "usage: %s [--model DIR] [--weights f32|bf16|f16|q8] [--new N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [token id ...]\n",
                argv0);
   return 2;
 }
@@ -58,10 +61,13 @@ int main(int argc, char** argv) {
   long n_new = 16;
   std::vector<std::int64_t> prompt;
   ssm::SamplingOptions sampling;  // greedy
+  std::string weights_name = "f32";
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--model" && i + 1 < argc) {
       dir = argv[++i];
+    } else if (arg == "--weights" && i + 1 < argc) {
+      weights_name = argv[++i];
     } else if (arg == "--new" && i + 1 < argc) {
       n_new = std::strtol(argv[++i], nullptr, 10);
     } else if (arg == "--temperature" && i + 1 < argc) {
@@ -87,11 +93,13 @@ int main(int argc, char** argv) {
   try {
     using Clock = std::chrono::steady_clock;
     const auto t_load = Clock::now();
-    const auto lm = ssm::MambaLM<float>::load(dir);
+    const ssm::WeightFormat weights = ssm::parse_weight_format(weights_name, "mamba_generate", "--weights");
+    const auto lm = ssm::MambaLM<float>::load(dir, weights);
     const double load_s = std::chrono::duration<double>(Clock::now() - t_load).count();
     const char* mixer = lm.config().mixer == ssm::MambaMixer::mamba2 ? "Mamba-2" : "Mamba-1";
     std::printf("model %s: %ld %s layers, d_model %ld, vocab %ld (loaded in %.3f s)\n", dir.c_str(),
                 long(lm.config().n_layer), mixer, long(lm.config().d_model), long(lm.vocab_size()), load_s);
+    std::printf("weights: %s, %.1f MB in the large matrices\n", weights_name.c_str(), double(lm.weight_bytes()) / 1e6);
     const auto [rss, peak_rss] = resident_mb();
     if (rss >= 0) std::printf("resident memory: %.1f MB (peak %.1f MB)\n", rss, peak_rss);
 

@@ -238,12 +238,60 @@ TEST(MambaLM, LoadsHalfAndBfloat16Checkpoints) {
     write_checkpoint(f32_dir.str(), rounded);  // the same values, stored as F32
     const auto half = MambaLM<float>::load(half_dir.str());
     const auto full = MambaLM<float>::load(f32_dir.str());
-    EXPECT_EQ(half.embedding(), full.embedding()) << dtype;
+    EXPECT_EQ(half.embedding().decode(), full.embedding().decode()) << dtype;
     EXPECT_EQ(std::get<Mamba<float>>(half.layers()[1].mixer).params().x_proj_weight,
               std::get<Mamba<float>>(full.layers()[1].mixer).params().x_proj_weight);
     EXPECT_EQ(half.forward(ids), full.forward(ids)) << dtype;
     // Rounding the weights moved the logits, but not far.
     SSM_EXPECT_NEAR_REL(half.forward(ids), golden("mamba_lm", "logits").matrix<float>(), dtype == "F16" ? 1e-2 : 5e-2);
+  }
+}
+
+// Compact weights (core/weight_matrix.hpp). A model loaded with bf16 / f16 / q8 weights is the F32 model of
+// its decoded weights (`with_weights(full)`), to the order of the sums. Against the golden F32 logits the
+// difference is what rounding the weights does: each weight moves by at most 2^-9 of itself (bf16),
+// 2^-12 (f16) or 1/254 of its block's largest (q8), and the logits of this model move by 8.3e-3 (bf16),
+// 9.3e-4 (f16) and 1.7e-2 (q8) of the largest logit (measured, float and double alike: the error is the
+// weights', not the arithmetic's); the bounds below are 3x those. The greedy continuation stays the golden
+// one in every format.
+TYPED_TEST(MambaLMTest, CompactWeightsComputeTheModelOfTheirDecodedWeights) {
+  using T = TypeParam;
+  const auto ids = golden_ids("input_ids");
+  const auto expected = golden_ids("generated");
+  const auto full = MambaLM<T>::load(kDir);
+  const MatrixX<T> golden_logits = golden("mamba_lm", "logits").matrix<T>();
+  const std::pair<WeightFormat, double> formats[] = {
+      {WeightFormat::bf16, 2.5e-2}, {WeightFormat::f16, 3e-3}, {WeightFormat::q8, 5e-2}};
+  for (const auto& [format, bound] : formats) {
+    const auto lm = MambaLM<T>::load(kDir, format);
+    EXPECT_EQ(lm.weight_format(), format);
+    EXPECT_LT(double(lm.weight_bytes()), 0.6 * double(full.weight_bytes())) << weight_format_name(format);
+    const MatrixX<T> logits = lm.forward(ids);
+    const double rounding = std::is_same_v<T, float> ? 1e-5 : 1e-12;
+    SSM_EXPECT_NEAR_REL(logits, lm.with_weights(WeightFormat::full).forward(ids), rounding) << weight_format_name(format);
+    SSM_EXPECT_NEAR_REL(logits, golden_logits, bound) << weight_format_name(format);
+    EXPECT_EQ(lm.generate(ids, Index(expected.size())), expected) << weight_format_name(format);
+    // A converted model equals one loaded in the format.
+    EXPECT_EQ(full.with_weights(format).forward(ids), logits) << weight_format_name(format);
+  }
+}
+
+// A bf16 (f16) checkpoint loaded with bf16 (f16) weights keeps every stored value exactly.
+TEST(MambaLM, SixteenBitCheckpointsAreKeptAsStored) {
+  const auto ids = golden_ids("input_ids");
+  for (const auto& [dtype, format] : {std::pair<std::string, WeightFormat>{"BF16", WeightFormat::bf16}, {"F16", WeightFormat::f16}}) {
+    TempDir half_dir;
+    write_16bit(half_dir.str() + "/model.safetensors", golden_tensors(), dtype);
+    std::ofstream(half_dir.str() + "/config.json") << read_text(kDir + "/config.json");
+    const auto widened = MambaLM<float>::load(half_dir.str());  // every value as F32
+    const auto kept = MambaLM<float>::load(half_dir.str(), format);
+    EXPECT_EQ(kept.embedding().decode(), widened.embedding().decode()) << dtype;
+    const auto& a = std::get<Mamba<float>>(kept.layers()[1].mixer);
+    const auto& b = std::get<Mamba<float>>(widened.layers()[1].mixer);
+    EXPECT_EQ(a.params().in_proj_weight, b.params().in_proj_weight) << dtype;
+    EXPECT_EQ(a.params().dt_proj_weight, b.params().dt_proj_weight) << dtype;
+    EXPECT_EQ(a.weight_bytes() * 2, b.weight_bytes()) << dtype;
+    SSM_EXPECT_NEAR_REL(kept.forward(ids), widened.forward(ids), 1e-5) << dtype;
   }
 }
 

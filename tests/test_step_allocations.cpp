@@ -101,16 +101,19 @@ TYPED_TEST(StepAllocations, MambaBlock) {
 
 TYPED_TEST(StepAllocations, MambaLanguageModel) {
   using T = TypeParam;
-  const auto model = MambaLM<T>::load(data_path("mamba_lm"));
-  auto state = model.initial_state();
-  VectorX<T> logits(model.vocab_size());
-  std::string why;
-  T sink = 0;
-  EXPECT_EQ(allocations_during([&] { for (int k = 0; k < 20; ++k) { model.step(k % 7, state, logits); sink += logits(0); } },
-                               why),
-            0)
-      << why;
-  EXPECT_TRUE(std::isfinite(double(sink)));
+  // Every weight format: the compact kernels (and their portable fallback's stack buffer) allocate nothing either.
+  for (const WeightFormat format : {WeightFormat::full, WeightFormat::bf16, WeightFormat::f16, WeightFormat::q8}) {
+    const auto model = MambaLM<T>::load(data_path("mamba_lm"), format);
+    auto state = model.initial_state();
+    VectorX<T> logits(model.vocab_size());
+    std::string why;
+    T sink = 0;
+    EXPECT_EQ(allocations_during([&] { for (int k = 0; k < 20; ++k) { model.step(k % 7, state, logits); sink += logits(0); } },
+                                 why),
+              0)
+        << why << " (" << weight_format_name(format) << ")";
+    EXPECT_TRUE(std::isfinite(double(sink)));
+  }
 }
 
 }  // namespace

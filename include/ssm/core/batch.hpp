@@ -21,12 +21,12 @@
 /// Decoding many streams of a language model is another matter: there each step reads every weight once
 /// per stream, so B separate steps read them B times. `Mamba::step_batch`, `Mamba2::step_batch` and
 /// `MambaLM::step_batch` make the large projections one matrix product over the B streams instead (the
-/// weights read once per call, packed for it: core/panel_matrix.hpp); they agree with separate steps to
+/// weights read once per call: core/weight_matrix.hpp's multiply_streams); they agree with separate steps to
 /// rounding, not bit for bit, because that product sums in another order than `step`'s matrix-vector
 /// products. Each stream's result does not depend on the other streams of the batch.
 
 #include "ssm/core/error.hpp"
-#include "ssm/core/panel_matrix.hpp"
+#include "ssm/core/weight_matrix.hpp"
 #include "ssm/core/parallel.hpp"
 #include "ssm/core/types.hpp"
 
@@ -59,8 +59,8 @@ void for_each_stream(Index B, const Body& body, bool worth_threads = true) {
 /// y may alias u (u is read completely by the first product).
 template <class T, class State, class CheckState, class Inner>
 void project_step_project(const char* where, const Eigen::Ref<const Sequence<T>>& u, State* const* states,
-                          const CheckState& check_state, const PanelMatrix<T>& in_proj, const VectorX<T>& in_bias,
-                          VectorX<T> State::*scratch, const Inner& inner, const PanelMatrix<T>& out_proj,
+                          const CheckState& check_state, const WeightMatrix<T>& in_proj, const VectorX<T>& in_bias,
+                          VectorX<T> State::*scratch, const Inner& inner, const WeightMatrix<T>& out_proj,
                           const VectorX<T>& out_bias, Eigen::Ref<Sequence<T>> y) {
   const Index B = u.rows();
   check(states != nullptr || B == 0, where, "states", "B pointers to states", "null");
@@ -70,7 +70,7 @@ void project_step_project(const char* where, const Eigen::Ref<const Sequence<T>>
   }
   // Row-major, so that each stream's row is contiguous for its own step.
   RowMatrixX<T> projected(B, in_proj.rows());
-  in_proj.multiply_transposed(u, projected, in_bias);
+  in_proj.multiply_streams(u, projected, in_bias);
   RowMatrixX<T> inner_out(B, out_proj.cols());
   // Waking a team costs tens of microseconds: worth it only when the streams' inner steps are large
   // (a mixer of width w does some tens of multiply-adds per projected value).
@@ -81,7 +81,7 @@ void project_step_project(const char* where, const Eigen::Ref<const Sequence<T>>
     inner(s);
     inner_out.row(b) = s.y.transpose();
   }, worth_threads);
-  out_proj.multiply_transposed(inner_out, y, out_bias);
+  out_proj.multiply_streams(inner_out, y, out_bias);
 }
 
 }  // namespace detail

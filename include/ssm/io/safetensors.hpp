@@ -12,6 +12,7 @@
 /// allocation sized by an unchecked field.
 
 #include "ssm/core/error.hpp"
+#include "ssm/core/number_formats.hpp"
 #include "ssm/core/types.hpp"
 #include "ssm/io/byte_order.hpp"
 #include "ssm/io/mapped_file.hpp"
@@ -130,39 +131,9 @@ struct TensorInfo {
   }
 };
 
-/// IEEE half (binary16) to float, exactly (every half is representable as a float).
-inline float half_to_float(std::uint16_t h) {
-  const std::uint32_t sign = std::uint32_t(h & 0x8000u) << 16;
-  const std::uint32_t exponent = (h >> 10) & 0x1fu;
-  std::uint32_t mantissa = h & 0x3ffu;
-  std::uint32_t bits;
-  if (exponent == 0x1f) {  // inf or NaN
-    bits = sign | 0x7f800000u | (mantissa << 13);
-  } else if (exponent != 0) {  // normal
-    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
-  } else if (mantissa == 0) {  // signed zero
-    bits = sign;
-  } else {  // subnormal half: renormalise
-    int shift = 0;
-    while ((mantissa & 0x400u) == 0) {
-      mantissa <<= 1;
-      ++shift;
-    }
-    mantissa &= 0x3ffu;
-    bits = sign | (std::uint32_t(113 - shift) << 23) | (mantissa << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
-/// bfloat16 to float: the upper 16 bits of a float.
-inline float bfloat16_to_float(std::uint16_t b) {
-  const std::uint32_t bits = std::uint32_t(b) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
+// The 16-bit conversions live in core/number_formats.hpp; their io:: names are kept.
+using ssm::bfloat16_to_float;
+using ssm::half_to_float;
 
 /// A safetensors file, memory-mapped (or bytes in memory), its header parsed and validated.
 ///
@@ -289,6 +260,29 @@ class SafetensorsFile {
     return matrix<T>(name);
   }
 
+  /// Calls f(first_row, row_count, values) over the rows of tensor `name`, whose PyTorch shape must be
+  /// `shape` (rows = shape[0], each row the flattened rest, as `matrix`), in blocks of about 1 MB of
+  /// source and at least one row: `values` holds the block's rows converted to T, row-major (row_count x
+  /// the row width). Each block's pages are released after f. For a consumer that stores rows in a form of
+  /// its own (core/weight_matrix.hpp) without a T copy of the whole tensor.
+  template <class T, class F>
+  void for_each_row_block(const std::string& name, const std::vector<Index>& shape, F&& f) const {
+    check_shape_of(name, shape);
+    const TensorInfo& t = float_tensor(name);
+    const std::size_t rows = t.shape.empty() ? 1 : static_cast<std::size_t>(t.shape[0]);
+    const std::size_t n = static_cast<std::size_t>(t.numel());
+    if (rows == 0 || n == 0) return;
+    const std::size_t width = n / rows, per_block = std::max<std::size_t>(1, window_bytes / (dtype_size(t.dtype) * width));
+    std::vector<T> block;
+    for (std::size_t r0 = 0; r0 < rows; r0 += per_block) {
+      const std::size_t count = std::min(per_block, rows - r0);
+      block.resize(count * width);
+      convert(t, r0 * width, count * width, block.data());
+      f(Index(r0), Index(count), static_cast<const T*>(block.data()));
+      release_elements(t, r0 * width, count * width);
+    }
+  }
+
   /// The tensor in place, without a copy: a read-only row-major rows x cols map (shapes as `matrix`) of the
   /// file's bytes, valid while this file (or a copy of it) lives. Only for data already in T's form: dtype
   /// F32 for float, F64 for double, on a little-endian machine, at an address aligned for T (the format's
@@ -371,9 +365,14 @@ class SafetensorsFile {
     for (std::size_t first = 0; first < n; first += per_window) {
       const std::size_t count = std::min(per_window, n - first);
       f(first, count);
-      const std::size_t base = 8 + header_length_ + t.begin;
-      bytes_.release(base + first * item, base + (first + count) * item);
+      release_elements(t, first, count);
     }
+  }
+
+  /// Hands the pages of elements [first, first + count) of tensor t back to the system (ByteSource::release).
+  void release_elements(const TensorInfo& t, std::size_t first, std::size_t count) const {
+    const std::size_t base = 8 + header_length_ + t.begin, item = dtype_size(t.dtype);
+    bytes_.release(base + first * item, base + (first + count) * item);
   }
 
   /// Converts elements [first, first + count) of a floating tensor to T.

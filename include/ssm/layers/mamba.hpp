@@ -28,6 +28,12 @@
 /// (a row of an L x d_model matrix) and lets y alias u. The selective scan runs through the public
 /// `selective_scan_into` on views of the block's own buffers (no copies).
 ///
+/// Weight formats: in_proj, x_proj, dt_proj and out_proj can be kept as bfloat16, IEEE half or int8
+/// blocks (core/weight_matrix.hpp) instead of T: `Mamba(params, WeightFormat::bf16)`. Everything else (A,
+/// D, the biases, the convolution) and every state stays T, and every product sums in T. The block then
+/// computes exactly what a T block with the decoded weights computes (`params()` returns those), to the
+/// rounding of the sums.
+///
 /// Example:
 /// \code
 ///   std::mt19937_64 gen(0);
@@ -43,6 +49,7 @@
 #include "ssm/core/depthwise_conv.hpp"
 #include "ssm/core/error.hpp"
 #include "ssm/core/types.hpp"
+#include "ssm/core/weight_matrix.hpp"
 #include "ssm/layers/selective_scan.hpp"
 
 #include <Eigen/Core>
@@ -151,10 +158,12 @@ class Mamba {
     }
   };
 
-  /// Checks every parameter's shape against `params.config` and keeps them.
+  /// Checks every parameter's shape against `params.config` and keeps them, the four projection weights
+  /// in `weights` (full: as given, without a copy; otherwise encoded, and the T copies dropped).
   /// \throws ssm::error naming the parameter, its expected and its actual shape (a bias present
-  /// although the config says it is absent, or the other way round, is a shape error too).
-  SSM_NOINLINE explicit Mamba(Params params) : p_(std::move(params)) {
+  /// although the config says it is absent, or the other way round, is a shape error too), or a
+  /// non-finite weight with q8.
+  SSM_NOINLINE explicit Mamba(Params params, WeightFormat weights = WeightFormat::full) : p_(std::move(params)) {
     constexpr const char* where = "Mamba";
     const MambaConfig& c = p_.config;
     check_config(c, where);
@@ -175,6 +184,10 @@ class Mamba {
                c.bias ? "d_model (config.bias is true)" : "empty (config.bias is false)");
     check_finite(p_.A_log, where, "A_log");
     A_ = (-p_.A_log.array().exp()).matrix();  // d_inner x N: for each state, the channels contiguous
+    in_proj_ = WeightMatrix<T>::take(std::move(p_.in_proj_weight), weights);
+    x_proj_ = WeightMatrix<T>::take(std::move(p_.x_proj_weight), weights);
+    dt_proj_ = WeightMatrix<T>::take(std::move(p_.dt_proj_weight), weights);
+    out_proj_ = WeightMatrix<T>::take(std::move(p_.out_proj_weight), weights);
   }
 
   /// A block initialised as the reference does (state-spaces/mamba, mamba_simple.py, dt_init "random"),
@@ -236,8 +249,24 @@ class Mamba {
     return Mamba(std::move(p));
   }
 
-  /// The parameters (read-only: the derived A = -exp(A_log) is cached from them).
-  const Params& params() const { return p_; }
+  /// The parameters, a copy, with the projection weights decoded from their format (for full, exactly
+  /// the matrices given).
+  Params params() const {
+    Params p = p_;
+    p.in_proj_weight = in_proj_.decode();
+    p.x_proj_weight = x_proj_.decode();
+    p.dt_proj_weight = dt_proj_.decode();
+    p.out_proj_weight = out_proj_.decode();
+    return p;
+  }
+  /// The same block with its projection weights in `format` (re-encoded from their present values).
+  Mamba with_weights(WeightFormat format) const { return Mamba(params(), format); }
+  /// How the projection weights are stored.
+  WeightFormat weight_format() const { return in_proj_.format(); }
+  /// Bytes of the stored projection weights (in_proj, x_proj, dt_proj, out_proj).
+  std::size_t weight_bytes() const {
+    return in_proj_.bytes() + x_proj_.bytes() + dt_proj_.bytes() + out_proj_.bytes();
+  }
   /// The sizes.
   const MambaConfig& config() const { return p_.config; }
   /// Width of u and y: d_model.
@@ -279,21 +308,24 @@ class Mamba {
     if (L == 0) return Sequence<T>(0, c.d_model);
 
     // in_proj: L x 2 d_inner, x in the first d_inner columns, z in the rest.
-    MatrixX<T> xz = u * p_.in_proj_weight.transpose();
+    MatrixX<T> xz;
+    in_proj_.multiply_rows(u, xz);
     if (c.bias) xz.rowwise() += p_.in_proj_bias.transpose();
     // Depthwise causal convolution of x with SiLU, continuing the state's window.
     MatrixX<T> xc(L, di);
     detail::causal_depthwise_conv_silu<T>(xz.leftCols(di), p_.conv1d_weight, p_.conv1d_bias, state.conv, xc);
     // x_proj, transposed so that each step's (dt input, B, C) is one contiguous column.
-    MatrixX<T> x_dbl = p_.x_proj_weight * xc.transpose();                                   // (R + 2N) x L
+    MatrixX<T> x_dbl, delta;
+    x_proj_.multiply_columns(xc.transpose(), x_dbl);  // (R + 2N) x L
     if (c.dt_bc_norm) normalise_dt_b_c(x_dbl.data(), L);
-    const MatrixX<T> delta = x_dbl.topRows(R).transpose() * p_.dt_proj_weight.transpose();  // L x d_inner
+    dt_proj_.multiply_rows(x_dbl.topRows(R).transpose(), delta);  // L x d_inner
     Sequence<T> y(L, di);
     // B and C: rows R .. R + N - 1 and R + N .. R + 2N - 1 of x_dbl, read in place as L x N.
     selective_scan_into<T>(xc, delta, A_view(), ScanMatrix<T>::per_step(x_dbl.middleRows(R, N).transpose()),
                            ScanMatrix<T>::per_step(x_dbl.middleRows(R + N, N).transpose()),
                            scan_options(xz.rightCols(di)), y, state.ssm);
-    Sequence<T> out = y * p_.out_proj_weight.transpose();
+    Sequence<T> out;
+    out_proj_.multiply_rows(y, out);
     if (c.bias) out.rowwise() += p_.out_proj_bias.transpose();
     return out;
   }
@@ -309,10 +341,10 @@ class Mamba {
     check_size(y, c.d_model, where, "y", "d_model");
     check_state(state, where);
     state.in = u;  // contiguous for the product, and read before y is written
-    state.xz.noalias() = p_.in_proj_weight * state.in;
+    in_proj_.multiply(state.in, state.xz);
     if (c.bias) state.xz += p_.in_proj_bias;
     step_inner(state);
-    state.out.noalias() = p_.out_proj_weight * state.y;
+    out_proj_.multiply(state.y, state.out);
     if (c.bias) state.out += p_.out_proj_bias;
     y = state.out;
   }
@@ -324,8 +356,8 @@ class Mamba {
   /// with the arithmetic of `step`. The products sum in another order than `step`'s matrix-vector ones, so
   /// the outputs agree with B separate steps to rounding, not bit for bit; a stream's output does not
   /// depend on the other streams of the batch. y may be u. Allocates the B x (2 d_inner) and B x d_inner
-  /// intermediates; the first call also packs in_proj and out_proj for the product (core/panel_matrix.hpp:
-  /// one more copy of each, kept for later calls and shared with copies of the layer).
+  /// intermediates; with full weights the first call also packs in_proj and out_proj for the product
+  /// (core/panel_matrix.hpp: one more copy of each, kept for later calls and shared with copies of the layer).
   /// \throws ssm::error on shapes that do not fit or a state not from `initial_state()`.
   /// `states` points to B state pointers (none null), each from `initial_state()`.
   SSM_NOINLINE void step_batch(const Eigen::Ref<const Sequence<T>>& u, State* const* states, Eigen::Ref<Sequence<T>> y) const {
@@ -335,8 +367,8 @@ class Mamba {
     check_shape(u, B, c.d_model, where, "u", "B x d_model");
     check_shape(y, B, c.d_model, where, "y", "B x d_model (B = u.rows())");
     detail::project_step_project<T>(
-        where, u, states, [&](const State& s) { check_state(s, where); }, in_proj_panels_.get(p_.in_proj_weight),
-        p_.in_proj_bias, &State::xz, [&](State& s) { step_inner(s); }, out_proj_panels_.get(p_.out_proj_weight),
+        where, u, states, [&](const State& s) { check_state(s, where); }, in_proj_,
+        p_.in_proj_bias, &State::xz, [&](State& s) { step_inner(s); }, out_proj_,
         p_.out_proj_bias, y);
   }
 
@@ -375,9 +407,9 @@ class Mamba {
     const MambaConfig& c = p_.config;
     const Index di = c.d_inner(), N = c.d_state, R = c.rank();
     detail::causal_depthwise_conv_silu_step<T>(state.xz.head(di), p_.conv1d_weight, p_.conv1d_bias, state.conv, state.xc);
-    state.x_dbl.noalias() = p_.x_proj_weight * state.xc;
+    x_proj_.multiply(state.xc, state.x_dbl);
     if (c.dt_bc_norm) normalise_dt_b_c(state.x_dbl.data(), 1);
-    state.dt.noalias() = p_.dt_proj_weight * state.x_dbl.head(R);
+    dt_proj_.multiply(state.x_dbl.head(R), state.dt);
     // The scan over one step: 1 x d_inner views of the scratch vectors.
     selective_scan_into<T>(Eigen::Map<const Sequence<T>>(state.xc.data(), 1, di),
                            Eigen::Map<const Sequence<T>>(state.dt.data(), 1, di), A_view(),
@@ -415,9 +447,8 @@ class Mamba {
     return o;
   }
 
-  Params p_;
-  /// in_proj and out_proj packed for `step_batch`, on its first call (core/panel_matrix.hpp).
-  detail::LazyPanels<T> in_proj_panels_, out_proj_panels_;
+  Params p_;  ///< Everything but the four projection weights (empty here; they live below).
+  WeightMatrix<T> in_proj_, x_proj_, dt_proj_, out_proj_;
   MatrixX<T> A_;  ///< -exp(A_log): d_inner x N.
 };
 

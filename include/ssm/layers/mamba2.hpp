@@ -30,6 +30,10 @@
 /// and fails for a per-channel D (D_has_hdim), `step` here clamps and handles both, so it always agrees
 /// with `forward`.
 ///
+/// Weight formats: in_proj and out_proj can be kept as bfloat16, IEEE half or int8 blocks
+/// (core/weight_matrix.hpp): `Mamba2(params, WeightFormat::q8)`. The rest and the states stay T and every
+/// product sums in T; the mixer computes what a T mixer with the decoded weights (`params()`) computes.
+///
 /// Example:
 /// \code
 ///   std::mt19937_64 gen(0);
@@ -170,7 +174,11 @@ class Mamba2 {
   /// Checks every option and parameter shape against `params.config`.
   /// \throws ssm::error naming the field (config.ngroups not dividing nheads, config.d_ssm not a multiple
   /// of config.headdim, a tensor of the wrong shape, a bias present that the config says is absent, ...).
-  SSM_NOINLINE explicit Mamba2(Params params) : p_(std::move(params)), scan_(scan_params(p_)) {}
+  SSM_NOINLINE explicit Mamba2(Params params, WeightFormat weights = WeightFormat::full)
+      : p_(std::move(params)), scan_(scan_params(p_)) {
+    in_proj_ = WeightMatrix<T>::take(std::move(p_.in_proj_weight), weights);
+    out_proj_ = WeightMatrix<T>::take(std::move(p_.out_proj_weight), weights);
+  }
 
   /// The reference's initialisation, drawn from `gen` in this order, in double then rounded to T:
   /// in_proj_weight U(-1/sqrt(d_model), 1/sqrt(d_model)) row by row (then in_proj_bias, same bound);
@@ -226,7 +234,20 @@ class Mamba2 {
     return Mamba2(std::move(p));
   }
 
-  const Params& params() const { return p_; }
+  /// The parameters, a copy, with in_proj and out_proj decoded from their format (for full, exactly the
+  /// matrices given).
+  Params params() const {
+    Params p = p_;
+    p.in_proj_weight = in_proj_.decode();
+    p.out_proj_weight = out_proj_.decode();
+    return p;
+  }
+  /// The same mixer with in_proj and out_proj in `format` (re-encoded from their present values).
+  Mamba2 with_weights(WeightFormat format) const { return Mamba2(params(), format); }
+  /// How in_proj and out_proj are stored.
+  WeightFormat weight_format() const { return in_proj_.format(); }
+  /// Bytes of the stored in_proj and out_proj.
+  std::size_t weight_bytes() const { return in_proj_.bytes() + out_proj_.bytes(); }
   const Mamba2Config& config() const { return p_.config; }
   /// d_model: the width of the input and the output.
   Index channels() const { return p_.config.d_model; }
@@ -265,8 +286,8 @@ class Mamba2 {
     const Index GN = c.ngroups * c.d_state, cd = c.conv_dim();
     if (L == 0) return Sequence<T>(0, c.d_model);
 
-    MatrixX<T> zx(L, c.d_in_proj());
-    zx.noalias() = u * p_.in_proj_weight.transpose();
+    MatrixX<T> zx;
+    in_proj_.multiply_rows(u, zx);
     if (c.bias) zx.rowwise() += p_.in_proj_bias.transpose();
     const Index z_off = 2 * dm, xbc_off = 2 * dm + ds, dt_off = xbc_off + cd;
 
@@ -286,8 +307,8 @@ class Mamba2 {
       const auto z0 = zx.leftCols(dm).array();
       ycat.leftCols(dm).array() = z0 / (T(1) + (-z0).exp()) * zx.middleCols(dm, dm).array();
     }
-    Sequence<T> out(L, c.d_model);
-    out.noalias() = ycat * p_.out_proj_weight.transpose();
+    Sequence<T> out;
+    out_proj_.multiply_rows(ycat, out);
     if (c.bias) out.rowwise() += p_.out_proj_bias.transpose();
     return out;
   }
@@ -302,10 +323,10 @@ class Mamba2 {
     if (y.size() != c.d_model) check_size(y, c.d_model, where, "y", "d_model");
     check_state(state, where);
     state.u = u;  // contiguous, and u is not read again (y may alias it)
-    state.zxbcdt.noalias() = p_.in_proj_weight * state.u;
+    in_proj_.multiply(state.u, state.zxbcdt);
     if (c.bias) state.zxbcdt += p_.in_proj_bias;
     step_inner(state);
-    state.out.noalias() = p_.out_proj_weight * state.y;
+    out_proj_.multiply(state.y, state.out);
     if (c.bias) state.out += p_.out_proj_bias;
     y = state.out;
   }
@@ -316,9 +337,9 @@ class Mamba2 {
   /// parallel over the streams, with the arithmetic of `step`. The products sum in another order than
   /// `step`'s matrix-vector ones: the outputs agree with B separate steps to rounding, not bit for bit; a
   /// stream's output does not depend on the other streams of the batch. y may be u. Allocates the B x
-  /// d_in_proj and B x d_inner intermediates; the first call also packs in_proj and out_proj for the
-  /// product (core/panel_matrix.hpp: one more copy of each, kept for later calls and shared with copies
-  /// of the layer).
+  /// d_in_proj and B x d_inner intermediates; with full weights the first call also packs in_proj and
+  /// out_proj for the product (core/panel_matrix.hpp: one more copy of each, kept for later calls and
+  /// shared with copies of the layer).
   /// \throws ssm::error on shapes that do not fit or a state not from `initial_state()`.
   /// `states` points to B state pointers (none null), each from `initial_state()`.
   SSM_NOINLINE void step_batch(const Eigen::Ref<const Sequence<T>>& u, State* const* states, Eigen::Ref<Sequence<T>> y) const {
@@ -328,8 +349,8 @@ class Mamba2 {
     check_shape(u, B, c.d_model, where, "u", "B x d_model");
     check_shape(y, B, c.d_model, where, "y", "B x d_model (B = u.rows())");
     detail::project_step_project<T>(
-        where, u, states, [&](const State& s) { check_state(s, where); }, in_proj_panels_.get(p_.in_proj_weight),
-        p_.in_proj_bias, &State::zxbcdt, [&](State& s) { step_inner(s); }, out_proj_panels_.get(p_.out_proj_weight),
+        where, u, states, [&](const State& s) { check_state(s, where); }, in_proj_,
+        p_.in_proj_bias, &State::zxbcdt, [&](State& s) { step_inner(s); }, out_proj_,
         p_.out_proj_bias, y);
   }
 
@@ -478,9 +499,8 @@ class Mamba2 {
     }
   }
 
-  Params p_;
-  /// in_proj and out_proj packed for `step_batch`, on its first call (core/panel_matrix.hpp).
-  detail::LazyPanels<T> in_proj_panels_, out_proj_panels_;
+  Params p_;  ///< Everything but in_proj and out_proj (empty here; they live below).
+  WeightMatrix<T> in_proj_, out_proj_;
   SsdScan<T> scan_;
 };
 

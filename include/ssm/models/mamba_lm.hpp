@@ -105,6 +105,7 @@
 
 #include "ssm/core/error.hpp"
 #include "ssm/core/types.hpp"
+#include "ssm/core/weight_matrix.hpp"
 #include "ssm/io/checkpoint.hpp"
 #include "ssm/io/safetensors.hpp"
 #include "ssm/layers/mamba.hpp"
@@ -525,8 +526,15 @@ class MambaLM {
 
   /// Assembles a model from its parts. lm_head empty means tied to the embedding.
   /// \throws ssm::error on a shape that does not fit.
-  SSM_NOINLINE MambaLM(MambaLMConfig config, MatrixX<Scalar> embedding, std::vector<Layer> layers, VectorX<Scalar> norm_f,
+  MambaLM(MambaLMConfig config, MatrixX<Scalar> embedding, std::vector<Layer> layers, VectorX<Scalar> norm_f,
           MatrixX<Scalar> lm_head = {})
+      : MambaLM(std::move(config), WeightMatrix<Scalar>(std::move(embedding)), std::move(layers), std::move(norm_f),
+                WeightMatrix<Scalar>(std::move(lm_head))) {}
+
+  /// The same from an embedding and head in any storage format (core/weight_matrix.hpp); a head of 0 rows
+  /// means tied.
+  SSM_NOINLINE MambaLM(MambaLMConfig config, WeightMatrix<Scalar> embedding, std::vector<Layer> layers,
+                       VectorX<Scalar> norm_f, WeightMatrix<Scalar> lm_head = {})
       : config_(std::move(config)),
         embedding_(std::move(embedding)),
         layers_(std::move(layers)),
@@ -548,39 +556,55 @@ class MambaLM {
             detail::concat("d_model ", mixer_width));
     }
     check_size(norm_f_, dm, where, "norm_f", "d_model");
-    if (lm_head_.size() != 0) check_shape(lm_head_, embedding_.rows(), dm, where, "lm_head", "vocab x d_model");
+    if (lm_head_.rows() != 0 || lm_head_.cols() != 0)
+      check(lm_head_.rows() == embedding_.rows() && lm_head_.cols() == dm, where, "lm_head",
+            detail::concat(embedding_.rows(), " x ", dm, " (vocab x d_model)"), shape_string(lm_head_.rows(), lm_head_.cols()));
   }
 
   /// Loads `directory`/config.json and the checkpoint beside it: model.safetensors, or the shards that
   /// model.safetensors.index.json names (io::Checkpoint; every file memory-mapped, each tensor's pages
   /// released once converted, so loading holds the model plus about 1 MB, not the files too). The layout
-  /// (the reference's or a Hugging Face one) is read from config.json.
+  /// (the reference's or a Hugging Face one) is read from config.json. `weights` is the storage format of
+  /// the large matrices (every layer's projections, the embedding and the head; core/weight_matrix.hpp):
+  /// full keeps them in Scalar; bf16 / f16 keep a checkpoint stored in that dtype exactly as stored (and
+  /// round any other); q8 quantises at load.
   /// \throws ssm::error naming the file, the field or the tensor that is missing or misshaped.
-  SSM_NOINLINE static MambaLM load(const std::string& directory) {
+  SSM_NOINLINE static MambaLM load(const std::string& directory, WeightFormat weights = WeightFormat::full) {
     const std::string config_path = directory + "/config.json";
     std::ifstream in(config_path);
     if (!in) throw error(detail::concat("MambaLM::load: ", config_path, ": cannot open the file"));
     const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     const MambaLMConfig config = MambaLMConfig::parse(text, config_path);
-    return from_checkpoint(config, io::Checkpoint::open(directory));
+    return from_checkpoint(config, io::Checkpoint::open(directory), weights);
   }
 
   /// Builds the model from a parsed config and one checkpoint file (see `from_checkpoint`).
-  SSM_NOINLINE static MambaLM from_safetensors(const MambaLMConfig& config, const io::SafetensorsFile& file) {
-    return from_checkpoint(config, io::Checkpoint::single(file));
+  SSM_NOINLINE static MambaLM from_safetensors(const MambaLMConfig& config, const io::SafetensorsFile& file,
+                                               WeightFormat weights = WeightFormat::full) {
+    return from_checkpoint(config, io::Checkpoint::single(file), weights);
   }
 
   /// Builds the model from a parsed config and checkpoint (the names listed in the file comment; in a
   /// Hugging Face layout the embedding is backbone.embeddings.weight, with exactly vocab_size rows, and
-  /// with tie_word_embeddings the head is the embedding whether or not lm_head.weight is stored).
+  /// with tie_word_embeddings the head is the embedding whether or not lm_head.weight is stored), the
+  /// large matrices in `weights` (see `load`). The embedding and the head go from the file to their format
+  /// a block of rows at a time; each layer's projections pass through Scalar once, one layer at a time.
   /// \throws ssm::error naming a tensor that is missing, misshaped (the embedding must have
   /// padded_vocab_size() rows) or not used by the model.
-  SSM_NOINLINE static MambaLM from_checkpoint(const MambaLMConfig& config, const io::Checkpoint& file) {
+  SSM_NOINLINE static MambaLM from_checkpoint(const MambaLMConfig& config, const io::Checkpoint& file,
+                                              WeightFormat weights = WeightFormat::full) {
     const Index dm = config.d_model, vocab = config.padded_vocab_size();
     std::set<std::string> used;
     auto tensor = [&](const std::string& name, const std::vector<Index>& shape) {
       used.insert(name);
       return file.matrix<Scalar>(name, shape);
+    };
+    auto large = [&](const std::string& name, Index rows, Index cols) {
+      used.insert(name);
+      WeightMatrix<Scalar> m(rows, cols, weights);
+      file.file_of(name).template for_each_row_block<Scalar>(
+          name, {rows, cols}, [&](Index first, Index count, const Scalar* values) { m.set_rows(first, count, values); });
+      return m;
     };
     const std::string emb_name = config.embedding_name();
     const auto& emb_info = file.info(emb_name);  // throws naming it when absent
@@ -589,19 +613,19 @@ class MambaLM {
                                  io::SafetensorsFile::shape_text({vocab, dm}), " (vocab_size ", config.vocab_size,
                                  " padded to a multiple of ", config.pad_vocab_size_multiple, ", d_model), got ",
                                  io::SafetensorsFile::shape_text(emb_info.shape)));
-    MatrixX<Scalar> embedding = tensor(emb_name, {vocab, dm});
+    WeightMatrix<Scalar> embedding = large(emb_name, vocab, dm);
     std::vector<Layer> layers;
     layers.reserve(std::size_t(config.n_layer));
     for (Index i = 0; i < config.n_layer; ++i) {
       const std::string pre = detail::concat("backbone.layers.", i, ".");
       const std::string mix = pre + "mixer.";
-      Mixer mixer = config.mixer == MambaMixer::mamba2 ? Mixer(load_mamba2(config.block2, mix, tensor))
-                                                       : Mixer(load_mamba1(config.block, mix, tensor));
+      Mixer mixer = config.mixer == MambaMixer::mamba2 ? Mixer(load_mamba2(config.block2, mix, tensor, weights))
+                                                       : Mixer(load_mamba1(config.block, mix, tensor, weights));
       VectorX<Scalar> norm = tensor(pre + "norm.weight", {dm});
       layers.push_back(Layer{std::move(norm), std::move(mixer)});
     }
     VectorX<Scalar> norm_f = tensor("backbone.norm_f.weight", {dm});
-    MatrixX<Scalar> head;
+    WeightMatrix<Scalar> head;
     const bool hugging_face = config.layout != CheckpointLayout::reference;
     if (hugging_face && config.tie_embeddings) {
       if (file.contains("lm_head.weight")) {  // transformers ties it to the embedding on load: the stored copy is unused
@@ -609,7 +633,7 @@ class MambaLM {
         used.insert("lm_head.weight");
       }
     } else if (file.contains("lm_head.weight") || !config.tie_embeddings) {
-      head = tensor("lm_head.weight", {vocab, dm});
+      head = large("lm_head.weight", vocab, dm);
     }
     const bool v2 = config.mixer == MambaMixer::mamba2;
     const bool bias = v2 ? config.block2.bias : config.block.bias;
@@ -629,13 +653,33 @@ class MambaLM {
   const MambaLMConfig& config() const { return config_; }
   /// Rows of the embedding: the number of logits per position.
   Index vocab_size() const { return embedding_.rows(); }
-  const MatrixX<Scalar>& embedding() const { return embedding_; }
+  /// The embedding (vocab x d_model) in its storage format (`.decode()` gives the matrix).
+  const WeightMatrix<Scalar>& embedding() const { return embedding_; }
   const std::vector<Layer>& layers() const { return layers_; }
   const VectorX<Scalar>& norm_f() const { return norm_f_; }
   /// The LM head weight (vocab x d_model): lm_head.weight, or the embedding when tied.
-  const MatrixX<Scalar>& lm_head() const { return lm_head_.size() ? lm_head_ : embedding_; }
+  const WeightMatrix<Scalar>& lm_head() const { return tied() ? embedding_ : lm_head_; }
   /// True when the head is the embedding.
-  bool tied() const { return lm_head_.size() == 0; }
+  bool tied() const { return lm_head_.rows() == 0; }
+
+  /// The same model with its large matrices (every layer's projections, the embedding, the head) in
+  /// `format`, re-encoded from their present values.
+  MambaLM with_weights(WeightFormat format) const {
+    std::vector<Layer> layers;
+    layers.reserve(layers_.size());
+    for (const Layer& l : layers_)
+      layers.push_back(Layer{l.norm_weight, std::visit([&](const auto& m) { return Mixer(m.with_weights(format)); }, l.mixer)});
+    return MambaLM(config_, WeightMatrix<Scalar>::encode(embedding_.decode(), format), std::move(layers), norm_f_,
+                   tied() ? WeightMatrix<Scalar>() : WeightMatrix<Scalar>::encode(lm_head_.decode(), format));
+  }
+  /// How the large matrices are stored.
+  WeightFormat weight_format() const { return embedding_.format(); }
+  /// Bytes of the large matrices as stored: every layer's projections, the embedding and an untied head.
+  std::size_t weight_bytes() const {
+    std::size_t bytes = embedding_.bytes() + lm_head_.bytes();
+    for (const Layer& l : layers_) bytes += std::visit([](const auto& m) { return m.weight_bytes(); }, l.mixer);
+    return bytes;
+  }
 
   /// A zero state with all scratch allocated.
   State initial_state() const {
@@ -657,7 +701,9 @@ class MambaLM {
   /// Logits (L x vocab) of `tokens` starting from `state`, left as the state after the last token
   /// (chunked prefill continues exactly; `step` continues from it).
   SSM_NOINLINE MatrixX<Scalar> forward(const std::vector<Token>& tokens, State& state) const {
-    return final_hidden(tokens, state, "MambaLM::forward") * lm_head().transpose();
+    MatrixX<Scalar> logits;
+    lm_head().multiply_rows(final_hidden(tokens, state, "MambaLM::forward"), logits);
+    return logits;
   }
 
   /// A prompt's prefill: the next-token logits (vocab) after the last of `tokens`, starting from
@@ -667,8 +713,9 @@ class MambaLM {
   SSM_NOINLINE VectorX<Scalar> prefill(const std::vector<Token>& tokens, State& state) const {
     check(!tokens.empty(), "MambaLM::prefill", "tokens", "at least one token", "none");
     const MatrixX<Scalar> normed = final_hidden(tokens, state, "MambaLM::prefill");
+    const VectorX<Scalar> last = normed.row(normed.rows() - 1).transpose();
     VectorX<Scalar> logits(vocab_size());
-    logits.noalias() = lm_head() * normed.row(normed.rows() - 1).transpose();
+    lm_head().multiply(last, logits);
     return logits;
   }
 
@@ -678,7 +725,7 @@ class MambaLM {
     check_token(token, "MambaLM::step");
     check_state(state, "MambaLM::step");
     check_size(logits, vocab_size(), "MambaLM::step", "logits", "vocab");
-    state.hidden = embedding_.row(token).transpose();
+    embedding_.decode_row(token, state.hidden);
     for (std::size_t i = 0; i < layers_.size(); ++i) {
       if (i == 0) state.residual = state.hidden;
       else state.residual += state.hidden;
@@ -689,7 +736,7 @@ class MambaLM {
     }
     state.residual += state.hidden;
     rms_norm(state.residual, norm_f_, state.normed);
-    logits.noalias() = lm_head() * state.normed;
+    lm_head().multiply(state.normed, logits);
   }
 
   /// One token for each of B streams (batched decoding): tokens[b] advances states[b] and row b of
@@ -711,7 +758,7 @@ class MambaLM {
     check_tokens(tokens, where);
     for (const State& s : states) check_state(s, where);
     MatrixX<Scalar> hidden(B, dm), residual(B, dm), normed(B, dm);
-    for (Index b = 0; b < B; ++b) hidden.row(b) = embedding_.row(tokens[std::size_t(b)]);
+    embed(tokens, hidden);
     for (std::size_t i = 0; i < layers_.size(); ++i) {
       if (i == 0) residual = hidden;
       else residual += hidden;
@@ -726,7 +773,7 @@ class MambaLM {
     }
     residual += hidden;
     rms_norm_each_row(residual, norm_f_, normed);
-    head_panels_.get(lm_head()).multiply_transposed(normed, logits, VectorX<Scalar>());
+    lm_head().multiply_streams(normed, logits, VectorX<Scalar>());
   }
 
   /// Decoding: the prompt is run through `prefill` (one pass), then up to `n_new` tokens are each chosen
@@ -764,7 +811,7 @@ class MambaLM {
     check_state(state, where);
     const Index L = Index(tokens.size()), dm = config_.d_model;
     MatrixX<Scalar> h(L, dm), residual(L, dm);
-    for (Index t = 0; t < L; ++t) h.row(t) = embedding_.row(tokens[std::size_t(t)]);
+    embed(tokens, h);
     for (std::size_t i = 0; i < layers_.size(); ++i) {
       if (i == 0) residual = h;
       else residual += h;
@@ -775,9 +822,19 @@ class MambaLM {
     return rms_norm_rows(residual, norm_f_);
   }
 
+  /// Row t of `out` (tokens.size() x d_model) = the embedding of tokens[t].
+  void embed(const std::vector<Token>& tokens, MatrixX<Scalar>& out) const {
+    VectorX<Scalar> row(config_.d_model);
+    for (std::size_t t = 0; t < tokens.size(); ++t) {
+      embedding_.decode_row(tokens[t], row);
+      out.row(Index(t)) = row.transpose();
+    }
+  }
+
   /// Mamba-1 block `prefix`* of a checkpoint (names and shapes in the file comment).
   template <class Tensor>
-  SSM_NOINLINE static Mamba<Scalar> load_mamba1(const MambaConfig& b, const std::string& prefix, Tensor& tensor) {
+  SSM_NOINLINE static Mamba<Scalar> load_mamba1(const MambaConfig& b, const std::string& prefix, Tensor& tensor,
+                                                WeightFormat weights) {
     const Index dm = b.d_model, di = b.d_inner(), N = b.d_state, K = b.d_conv, R = b.rank();
     MambaParams<Scalar> p;
     p.config = b;
@@ -792,12 +849,13 @@ class MambaLM {
     p.D = tensor(prefix + "D", {di});
     p.out_proj_weight = tensor(prefix + "out_proj.weight", {dm, di});
     if (b.bias) p.out_proj_bias = tensor(prefix + "out_proj.bias", {dm});
-    return Mamba<Scalar>(std::move(p));
+    return Mamba<Scalar>(std::move(p), weights);
   }
 
   /// Mamba-2 mixer `prefix`* of a checkpoint (names and shapes in the file comment).
   template <class Tensor>
-  SSM_NOINLINE static Mamba2<Scalar> load_mamba2(const Mamba2Config& b, const std::string& prefix, Tensor& tensor) {
+  SSM_NOINLINE static Mamba2<Scalar> load_mamba2(const Mamba2Config& b, const std::string& prefix, Tensor& tensor,
+                                                 WeightFormat weights) {
     const Index dm = b.d_model, H = b.nheads(), ds = b.ssm_channels(), cd = b.conv_dim();
     Mamba2Params<Scalar> p;
     p.config = b;
@@ -811,7 +869,7 @@ class MambaLM {
     if (b.rmsnorm) p.norm_weight = tensor(prefix + "norm.weight", {ds});
     p.out_proj_weight = tensor(prefix + "out_proj.weight", {dm, b.d_inner()});
     if (b.bias) p.out_proj_bias = tensor(prefix + "out_proj.bias", {dm});
-    return Mamba2<Scalar>(std::move(p));
+    return Mamba2<Scalar>(std::move(p), weights);
   }
 
   /// Calls f(mixer, mixer_state) with layer i's mixer and its state, both of their concrete types.
@@ -867,12 +925,10 @@ class MambaLM {
   }
 
   MambaLMConfig config_;
-  MatrixX<Scalar> embedding_;
+  WeightMatrix<Scalar> embedding_;
   std::vector<Layer> layers_;
   VectorX<Scalar> norm_f_;
-  MatrixX<Scalar> lm_head_;  ///< Empty when tied.
-  /// The head packed for `step_batch`, on its first call (core/panel_matrix.hpp).
-  detail::LazyPanels<Scalar> head_panels_;
+  WeightMatrix<Scalar> lm_head_;  ///< 0 x 0 when tied.
 };
 
 SSM_EXTERN_TEMPLATE_FLOAT_DOUBLE(MambaLM)  // see SSM_NOINLINE in ssm/core/config.hpp
